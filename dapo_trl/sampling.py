@@ -1,0 +1,243 @@
+"""Dynamic sampling machinery, free of trainer state: the prompt stream, round sizing, and the pool of kept groups.
+
+The trainer runs generation rounds; every rank sees the same gathered rewards, so every object here is fed the same
+values on every rank and takes the same decisions there (nothing here communicates).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .core import group_keep_mask
+
+
+class PromptStream:
+    """
+    Endless stream of dataset indices, reshuffled every epoch with a fixed seed: the same order on every rank.
+
+    Dynamic sampling draws replacement prompts from it, so the trainer's main sampler (and its epochs) is untouched.
+
+    Example:
+    ```python
+    >>> stream = PromptStream(5, seed=0)
+    >>> first = stream.take(7)  # crosses into the second epoch
+    >>> sorted(first[:5])
+    [0, 1, 2, 3, 4]
+    >>> state = stream.state_dict(); nxt = stream.take(3); stream.load_state_dict(state); stream.take(3) == nxt
+    True
+
+    ```
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True):
+        if size <= 0:
+            raise ValueError("The prompt stream needs a non-empty dataset.")
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        # Mixed so that (seed, epoch + 1) never replays (seed + 1, epoch).
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def take(self, n: int) -> list[int]:
+        out = []
+        while len(out) < n:
+            if self.position == self.size:
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._permutation()
+            step = min(n - len(out), self.size - self.position)
+            out.extend(self._order[self.position : self.position + step])
+            self.position += step
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+        self._order = self._permutation()
+
+
+class RoundPlanner:
+    """
+    Decides how many prompts each generation round asks for.
+
+    `"fixed"` (verl): every extra round is one generation batch of new prompts. `"adaptive"`: the first round of a
+    generation batch adds `target / keep_rate - target` prompts (so one round usually suffices) and later rounds ask
+    for `missing / keep_rate`, with a 10% margin, the keep rate being a running estimate over past rounds. Rounds are
+    capped at `max_oversample` generation batches and rounded up so that they split evenly over processes.
+
+    Example:
+    ```python
+    >>> planner = RoundPlanner(target=8, mode="adaptive", max_oversample=2.0, multiple=1)
+    >>> planner.first_round_extra()  # no history yet: no oversampling
+    0
+    >>> planner.observe(generated=8, kept=4)  # keep rate 0.5: ask for ~2x, capped at 2 batches
+    >>> planner.first_round_extra(), planner.next_round(missing=4)
+    (8, 9)
+
+    ```
+    """
+
+    margin = 0.1  # ask for 10% more than the estimate says: one short round costs a whole extra round
+    smoothing = 0.5  # weight of the newest round in the keep-rate estimate
+    min_rate = 0.05
+
+    def __init__(self, target: int, mode: str = "adaptive", max_oversample: float = 2.0, multiple: int = 1):
+        self.target, self.mode, self.multiple = target, mode, multiple
+        self.max_round = self._round_up(max(target, math.floor(target * max_oversample)))
+        self.keep_rate: float | None = None
+
+    def _round_up(self, n: int) -> int:
+        return -(-n // self.multiple) * self.multiple
+
+    def observe(self, generated: int, kept: int) -> None:
+        if generated <= 0:
+            return
+        rate = kept / generated
+        self.keep_rate = (
+            rate if self.keep_rate is None else (1 - self.smoothing) * self.keep_rate + self.smoothing * rate
+        )
+
+    def _rate(self) -> float:
+        return max(self.keep_rate if self.keep_rate is not None else 1.0, self.min_rate)
+
+    def first_round_extra(self) -> int:
+        """Prompts to add to the dataloader's generation batch in the first round."""
+        if self.mode != "adaptive" or self.keep_rate is None:
+            return 0
+        wanted = _ceil(self.target / self._rate() * (1 + self.margin)) - self.target
+        if wanted <= 0:
+            return 0
+        return min(self._round_up(wanted), self.max_round - self.target)
+
+    def next_round(self, missing: int) -> int:
+        """Prompts for an extra round when `missing` groups are still needed."""
+        if self.mode == "fixed":
+            return self.target
+        wanted = _ceil(missing / self._rate() * (1 + self.margin))
+        return min(self._round_up(max(wanted, missing)), self.max_round)
+
+    def state_dict(self) -> dict:
+        return {"keep_rate": self.keep_rate}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.keep_rate = state["keep_rate"]
+
+
+@dataclass
+class RoundResult:
+    """One generation round, gathered: every row of every rank, groups contiguous."""
+
+    batch: dict[str, torch.Tensor]  # per-row tensors, global
+    values: torch.Tensor  # (rows,) filter metric
+    rewards: torch.Tensor  # (rows,) weighted total reward, for logging
+    rows: list[dict]  # the dataset rows that were generated for (prompt and reward columns)
+
+
+@dataclass
+class GroupPool:
+    """
+    Kept and dropped groups of the rounds of one generation batch, identical on every rank.
+
+    `assemble` builds the final global batch: the first `target` kept groups in generation order; if fewer were kept
+    (round cap hit), filler groups taken from the dropped ones, whose loss mask is zeroed so that they add neither
+    loss nor tokens to the denominator.
+    """
+
+    num_generations: int
+    atol: float = 1e-6
+    kept: list[tuple[int, int]] = field(default_factory=list)  # (round, group)
+    dropped: list[tuple[int, int]] = field(default_factory=list)
+    rounds: list[RoundResult] = field(default_factory=list)
+    at_max: int = 0
+    at_min: int = 0
+
+    def add(self, result: RoundResult) -> torch.Tensor:
+        """Record a round; returns its keep mask (one bool per group)."""
+        keep = group_keep_mask(result.values, self.num_generations, self.atol)
+        r = len(self.rounds)
+        self.rounds.append(result)
+        grouped = result.values.view(-1, self.num_generations).double()
+        finite = torch.isfinite(grouped)
+        if finite.any():
+            top, bottom = grouped[finite].max(), grouped[finite].min()
+        for g, k in enumerate(keep.tolist()):
+            if k:
+                self.kept.append((r, g))
+                continue
+            self.dropped.append((r, g))
+            # Classify the dropped group by its common value against this round's range; when the whole round
+            # holds one value, positive counts as "max" (all solved), the rest as "min".
+            if not finite[g].any():
+                continue
+            value = grouped[g][finite[g]][0]
+            if top - bottom > self.atol:
+                if torch.isclose(value, top):
+                    self.at_max += 1
+                elif torch.isclose(value, bottom):
+                    self.at_min += 1
+            elif value > 0:
+                self.at_max += 1
+            else:
+                self.at_min += 1
+        return keep
+
+    @property
+    def generated(self) -> int:
+        return len(self.kept) + len(self.dropped)
+
+    def assemble(self, target: int, pad_values: dict[str, tuple[float, bool]]) -> tuple[dict, list[dict], dict]:
+        """
+        Returns `(batch, rows, info)`: the global batch of `target` groups, their dataset rows, and counts
+        (`kept`, `filler`, `surplus`).
+        """
+        chosen = self.kept[:target]
+        filler = self.dropped[: target - len(chosen)]
+        picks = chosen + filler
+        row_index = []  # (round, row) per output row
+        for r, g in picks:
+            row_index.extend((r, g * self.num_generations + i) for i in range(self.num_generations))
+
+        keys = self.rounds[0].batch.keys()
+        batch = {}
+        for key in keys:
+            parts = [self.rounds[r].batch[key][row : row + 1] for r, row in row_index]
+            pad_value, left = pad_values.get(key, (0, False))
+            batch[key] = pad_cat(parts, pad_value, left)
+        if filler:
+            # Filler rows: zero loss mask (completion_mask also feeds attention, which is harmless for them).
+            n_real = len(chosen) * self.num_generations
+            batch["completion_mask"][n_real:] = 0
+            if "advantages" in batch:
+                batch["advantages"][n_real:] = 0
+        rows = [self.rounds[r].rows[row] for r, row in row_index]
+        info = {"kept": len(chosen), "filler": len(filler), "surplus": max(len(self.kept) - target, 0)}
+        return batch, rows, info
+
+
+def _ceil(x: float) -> int:
+    # Round first: 10 / 0.2 * 1.1 is 55.000000000000007 in floating point, which must not ask for a 56th prompt.
+    return math.ceil(round(x, 9))
+
+
+def pad_cat(tensors: list[torch.Tensor], pad_value: float = 0, left: bool = False) -> torch.Tensor:
+    """Concatenate along dim 0, padding dim 1 (if any) to the longest, on the left or the right."""
+    if tensors[0].dim() < 2:
+        return torch.cat(tensors)
+    width = max(t.shape[1] for t in tensors)
+    padded = []
+    for t in tensors:
+        missing = width - t.shape[1]
+        if missing:
+            fill = t.new_full((t.shape[0], missing, *t.shape[2:]), pad_value)
+            t = torch.cat([fill, t] if left else [t, fill], dim=1)
+        padded.append(t)
+    return torch.cat(padded)

@@ -1,0 +1,79 @@
+"""Launched by tests/test_distributed.py with `torchrun --nproc_per_node 2`: dynamic sampling with groups that span
+ranks (3 rows per rank, 2 generations per prompt). Each rank writes what it decided and what it trained on."""
+
+import json
+import sys
+import tempfile
+
+from datasets import Dataset
+
+from dapo_trl import DAPOTrainer
+from dapo_trl.sampling import GroupPool
+from tests.helpers import make_config
+
+
+def reward(completions, kind, **kwargs):
+    # kind 0: always 1, kind 1: always 0, others: depends on the sampled text (same value on every rank).
+    return [1.0 if k == 0 else 0.0 if k == 1 else float(len(c) % 2) for c, k in zip(completions, kind)]
+
+
+class RecordingTrainer(DAPOTrainer):
+    record: list
+
+    def _dynamic_sampling(self, inputs):
+        local = super()._dynamic_sampling(inputs)
+        self.record.append(
+            {
+                "rows": local["completion_ids"].size(0),
+                "advantages": local["advantages"].tolist(),
+                "num_items_in_batch": int(local["num_items_in_batch"]),
+                "local_tokens": int(local["completion_mask"].sum()),
+            }
+        )
+        return local
+
+
+def main(model_dir: str, out_prefix: str) -> None:
+    decisions = []
+    original_add = GroupPool.add
+
+    def add(self, result):
+        keep = original_add(self, result)
+        decisions.append({"keep": keep.tolist(), "values": [round(v, 6) for v in result.values.tolist()]})
+        return keep
+
+    GroupPool.add = add
+    prompts = [f"{i % 10}+{i // 10}=" for i in range(48)]
+    dataset = Dataset.from_dict({"prompt": prompts, "kind": [i % 3 for i in range(48)]})
+    args = make_config(
+        tempfile.mkdtemp(),
+        per_device_train_batch_size=3,
+        num_generations=2,
+        steps_per_generation=2,
+        max_completion_length=6,
+        max_steps=4,
+        max_num_gen_batches=20,
+    )
+    trainer = RecordingTrainer(model=model_dir, reward_funcs=reward, args=args, train_dataset=dataset)
+    trainer.record = []
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    metrics = [
+        {k: v for k, v in entry.items() if k.startswith("dynamic_sampling/")}
+        for entry in trainer.state.log_history
+        if "dynamic_sampling/rounds" in entry
+    ]
+    with open(f"{out_prefix}.rank{rank}.json", "w") as f:
+        json.dump(
+            {
+                "processes": trainer.accelerator.num_processes,
+                "decisions": decisions,
+                "batches": trainer.record,
+                "metrics": metrics,
+            },
+            f,
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,54 @@
+"""Launched by tests/test_distributed.py with `torchrun --nproc_per_node 2`: the same optimizer batch split over
+2 processes gives the gradient of the whole batch on one process (float64)."""
+
+import json
+import sys
+import tempfile
+
+import torch
+import torch.distributed as dist
+from transformers import AutoModelForCausalLM
+
+from dapo_trl import DAPOTrainer
+from dapo_trl.core import LOSS_AGG_MODES
+from tests.helpers import constant_reward, kind_dataset, make_config
+from tests.test_loss import grads_of, make_batch
+
+
+def main(model_dir: str, out_path: str) -> None:
+    results = {}
+    for mode in LOSS_AGG_MODES:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
+        args = make_config(tempfile.mkdtemp(), loss_agg_mode=mode, clip_ratio_c=3.0)
+        trainer = DAPOTrainer(model=model, reward_funcs=constant_reward, args=args, train_dataset=kind_dataset(8))
+        trainer.model.train()
+        trainer.current_gradient_accumulation_steps = 1
+        processes, rank = trainer.accelerator.num_processes, trainer.accelerator.process_index
+        batch = make_batch(model, off_policy=1.0)  # identical on both ranks (seeded)
+        mask = batch["completion_mask"]
+        window = {"num_items_in_batch": mask.sum().double(), "num_seqs_in_batch": (mask.sum(-1) > 0).sum().double()}
+
+        # Whole batch on this process: the loss is scaled by `processes` (it expects its share of the batch).
+        model.zero_grad()
+        (trainer.compute_loss(model, {**batch, **window}) / processes).backward()
+        reference = grads_of(model).clone()
+
+        # Split: rank r takes rows [3r, 3r + 3); gradients are averaged as DDP does.
+        model.zero_grad()
+        rows = slice(3 * rank, 3 * rank + 3)
+        part = {key: value[rows] if value.dim() else value for key, value in batch.items()}
+        trainer.compute_loss(model, {**part, **window}).backward()
+        grads = grads_of(model).clone()
+        dist.all_reduce(grads)
+        grads /= processes
+        results[mode] = {
+            "relative_error": ((grads - reference).norm() / reference.norm()).item(),
+            "processes": processes,
+        }
+    if rank == 0:
+        with open(out_path, "w") as f:
+            json.dump(results, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,48 @@
+"""Shared pieces of the trainer tests: datasets, rewards and a config builder for the tiny model."""
+
+from __future__ import annotations
+
+from datasets import Dataset
+
+from dapo_trl import DAPOConfig
+
+
+def kind_dataset(n: int = 64, conversational: bool = False) -> Dataset:
+    """Prompts tagged with a `kind`: 0 always solved, 1 never solved, 2 and 3 informative (depend on the output)."""
+    prompts = [f"{i % 10}+{i // 10}=" for i in range(n)]
+    if conversational:
+        prompts = [[{"role": "user", "content": p}] for p in prompts]
+    return Dataset.from_dict({"prompt": prompts, "kind": [i % 4 for i in range(n)]})
+
+
+def kind_reward(completions, kind, **kwargs) -> list[float]:
+    """1 for kind 0, 0 for kind 1; for the others, alternates inside a group so that the group carries signal."""
+    return [1.0 if k == 0 else 0.0 if k == 1 else float(i % 2) for i, k in enumerate(kind)]
+
+
+def constant_reward(completions, **kwargs) -> list[float]:
+    return [1.0] * len(completions)
+
+
+def make_config(tmp_path, **overrides) -> DAPOConfig:
+    values = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=1e-3,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        dataloader_num_workers=0,
+    )
+    values.update(overrides)
+    return DAPOConfig(**values)
+
+
+def logged(trainer, key: str) -> list[float]:
+    return [entry[key] for entry in trainer.state.log_history if key in entry]

@@ -1,0 +1,24 @@
+"""The examples in the docstrings of dapo_trl's modules run and print what they say."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import dapo_trl.config
+import dapo_trl.core
+import dapo_trl.rewards
+import dapo_trl.sampling
+
+
+@pytest.mark.parametrize(
+    "module",
+    [dapo_trl.core, dapo_trl.sampling, dapo_trl.rewards, dapo_trl.config],
+    ids=lambda module: module.__name__,
+)
+def test_doctests(module, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the DAPOConfig example uses output_dir="out"
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} doctest failure(s) in {module.__name__}"
+    assert result.attempted > 0, f"no doctest found in {module.__name__}"
