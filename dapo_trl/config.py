@@ -52,6 +52,13 @@ class DAPOConfig(GRPOConfig):
         dynamic_sampling_max_oversample (`float`, *optional*, defaults to `2.0`):
             Largest adaptive round, in prompts, as a multiple of the prompts of one generation batch. Bounds the
             memory of one generation call.
+        dynamic_sampling_skip_zero_variance (`bool`, *optional*, defaults to `False`):
+            GRESO-style pre-rollout skipping (arXiv 2506.02177): a prompt whose last group was zero-variance (all
+            equal filter values) is skipped, before generation, with probability
+            `1 - dynamic_sampling_skip_explore`, and replaced by another prompt. Needs `"new_prompts"`.
+        dynamic_sampling_skip_explore (`float`, *optional*, defaults to `0.25`):
+            Probability of generating for a prompt the history says is zero-variance anyway (in case the policy
+            changed). Fixed, unlike GRESO's adaptive controller.
         max_num_gen_batches (`int`, *optional*, defaults to `10`):
             Cap on generation rounds per generation batch (`<= 0`: no cap).
         dynamic_sampling_at_cap (`str`, *optional*, defaults to `"fill"`):
@@ -142,6 +149,14 @@ class DAPOConfig(GRPOConfig):
         default=2.0,
         metadata={"help": "Largest adaptive round, as a multiple of the prompts of one generation batch."},
     )
+    dynamic_sampling_skip_zero_variance: bool = field(
+        default=False,
+        metadata={"help": "Skip prompts whose last group was zero-variance (GRESO), with exploration."},
+    )
+    dynamic_sampling_skip_explore: float = field(
+        default=0.25,
+        metadata={"help": "Probability of keeping a prompt the history says is zero-variance."},
+    )
     max_num_gen_batches: int = field(
         default=10,
         metadata={"help": "Cap on generation rounds per generation batch (<= 0: no cap)."},
@@ -206,6 +221,18 @@ class DAPOConfig(GRPOConfig):
             "dynamic_sampling_max_oversample",
             self.dynamic_sampling_max_oversample,
             "must be >= 1",
+        )
+        _check(
+            0.0 <= self.dynamic_sampling_skip_explore <= 1.0,
+            "dynamic_sampling_skip_explore",
+            self.dynamic_sampling_skip_explore,
+            "must be in [0, 1]",
+        )
+        _check(
+            not self.dynamic_sampling_skip_zero_variance or self.dynamic_sampling_source == "new_prompts",
+            "dynamic_sampling_skip_zero_variance",
+            self.dynamic_sampling_skip_zero_variance,
+            "needs dynamic_sampling_source='new_prompts' (skipped prompts are replaced by new ones)",
         )
         _check(
             isinstance(self.max_num_gen_batches, int) and not isinstance(self.max_num_gen_batches, bool),

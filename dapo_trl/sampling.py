@@ -6,6 +6,7 @@ values on every rank and takes the same decisions there (nothing here communicat
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -130,6 +131,50 @@ class RoundPlanner:
 
     def load_state_dict(self, state: dict) -> None:
         self.keep_rate = state["keep_rate"]
+
+
+class ZeroVarianceHistory:
+    """
+    GRESO-style pre-rollout filter (arXiv 2506.02177): remembers which prompts last produced a zero-variance group and
+    skips them with probability `1 - explore`, so prompts that are always solved (or never) stop costing rollouts
+    while a few are still re-tried in case the policy changed.
+
+    Keys are stable digests of the prompt, so the history is the same on every rank and survives a checkpoint; the
+    random draws come from a seeded generator, consumed in the same order on every rank.
+
+    Example:
+    ```python
+    >>> history = ZeroVarianceHistory(explore=0.0, seed=0)
+    >>> history.record(["2+2="], zero_variance=[True]); history.skip("2+2="), history.skip("3+5=")
+    (True, False)
+
+    ```
+    """
+
+    def __init__(self, explore: float, seed: int):
+        self.explore = explore
+        self.zero_variance: dict[str, bool] = {}
+        self._generator = torch.Generator().manual_seed(seed)
+
+    @staticmethod
+    def key(prompt) -> str:
+        return hashlib.blake2b(repr(prompt).encode(), digest_size=8).hexdigest()
+
+    def record(self, prompts: list, zero_variance: list[bool]) -> None:
+        for prompt, flag in zip(prompts, zero_variance):
+            self.zero_variance[self.key(prompt)] = bool(flag)
+
+    def skip(self, prompt) -> bool:
+        if not self.zero_variance.get(self.key(prompt), False):
+            return False
+        return torch.rand((), generator=self._generator).item() >= self.explore
+
+    def state_dict(self) -> dict:
+        return {"zero_variance": dict(self.zero_variance), "generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.zero_variance = dict(state["zero_variance"])
+        self._generator.set_state(state["generator"])
 
 
 @dataclass

@@ -14,7 +14,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from . import core
 from .config import DAPOConfig
 from .rewards import OVERLONG_REWARD_NAME, overlong_penalty_reward
-from .sampling import GroupPool, PromptStream, RoundPlanner, RoundResult
+from .sampling import GroupPool, PromptStream, RoundPlanner, RoundResult, ZeroVarianceHistory
 
 
 # Model-input keys TRL may put in a batch (multimodal models); forwarded untouched to the log-prob computation.
@@ -144,6 +144,12 @@ class DAPOTrainer(GRPOTrainer):
         )
         self._prompt_stream: PromptStream | None = None  # built on first use (train_dataset may change before)
         self._prompts_total = 0
+        self._skip_history = (
+            ZeroVarianceHistory(args.dynamic_sampling_skip_explore, args.seed + 2)
+            if args.dynamic_sampling_skip_zero_variance
+            else None
+        )
+        self._prompts_skipped = 0  # in the current generation batch
         self._defer_logps = self._defer_logps_used = False
         self._last_rewards_per_func: torch.Tensor | None = None
         self._window_counts: list[torch.Tensor] = []
@@ -300,29 +306,48 @@ class DAPOTrainer(GRPOTrainer):
         """`n` fresh prompts, repeated `num_generations` times each (the layout of TRL's RepeatSampler)."""
         if self._prompt_stream is None:
             self._prompt_stream = PromptStream(len(self.train_dataset), self.args.seed + 1, self.shuffle_dataset)
-        rows = []
-        for index in self._prompt_stream.take(n):
+        rows, draws = [], 0
+        while len(rows) < n * self.num_generations:
+            (index,) = self._prompt_stream.take(1)
             row = self.train_dataset[index]
+            draws += 1
+            # After a whole dataset of skips, every prompt is zero-variance: stop skipping rather than loop forever.
+            if self._skip_history is not None and draws <= n + len(self.train_dataset):
+                if self._skip_history.skip(row["prompt"]):
+                    self._prompts_skipped += 1
+                    continue
             rows.extend(copy.copy(row) for _ in range(self.num_generations))
         return rows
+
+    def _skip_known_zero_variance(self, rows: list[dict]) -> list[dict]:
+        """Replace the dataloader's prompts that the history says are zero-variance (GRESO) by stream prompts."""
+        group = self.num_generations
+        groups = [rows[i : i + group] for i in range(0, len(rows), group)]
+        kept = [g for g in groups if not self._skip_history.skip(g[0]["prompt"])]
+        skipped = len(groups) - len(kept)
+        self._prompts_skipped += skipped
+        return [row for g in kept for row in g] + (self._stream_rows(skipped) if skipped else [])
 
     def _dynamic_sampling(self, inputs: list[dict]) -> dict:
         args, group = self.args, self.num_generations
         rank, processes = self.accelerator.process_index, self.accelerator.num_processes
         target = self._target_groups
         rows = gather_object(list(inputs)) if processes > 1 else list(inputs)  # global rows, groups contiguous
-        prompts_consumed = len(rows) // group
+        self._prompts_skipped = 0
+        if self._skip_history is not None:
+            rows = self._skip_known_zero_variance(rows)
         if args.dynamic_sampling_source == "new_prompts":
             extra = self._planner.first_round_extra()
             if extra:
                 rows += self._stream_rows(extra)
-                prompts_consumed += extra
 
         pool = GroupPool(group)
         cap_hit = False
         while True:
             keep = pool.add(self._run_round(rows))
             self._planner.observe(len(keep), int(keep.sum()))
+            if self._skip_history is not None:
+                self._skip_history.record([row["prompt"] for row in rows[::group]], (~keep).tolist())
             if len(pool.kept) >= target:
                 break
             if 0 < args.max_num_gen_batches <= len(pool.rounds):
@@ -330,9 +355,7 @@ class DAPOTrainer(GRPOTrainer):
                 break
             missing = target - len(pool.kept)
             if args.dynamic_sampling_source == "new_prompts":
-                n = self._planner.next_round(missing)
-                rows = self._stream_rows(n)
-                prompts_consumed += n
+                rows = self._stream_rows(self._planner.next_round(missing))
             else:  # the dropped prompts of the last round, again (repeated to split evenly over processes)
                 dropped = [rows[g * group] for g, k in enumerate(keep.tolist()) if not k]
                 n = -(-len(dropped) // self._round_multiple) * self._round_multiple
@@ -368,6 +391,9 @@ class DAPOTrainer(GRPOTrainer):
         loss_mask = local["completion_mask"] * local["tool_mask"] if "tool_mask" in local else local["completion_mask"]
         local["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
 
+        # Prompts drawn from the dataset for this batch: the dataloader's, the stream's, and the skipped ones.
+        new_rounds = pool.rounds if args.dynamic_sampling_source == "new_prompts" else pool.rounds[:1]
+        prompts_consumed = sum(len(result.rows) for result in new_rounds) // group + self._prompts_skipped
         self._prompts_total += prompts_consumed
         kept_rewards = (
             torch.cat([pool.rounds[r].rewards.view(-1, group)[g] for r, g in pool.kept[:target]])
@@ -385,6 +411,7 @@ class DAPOTrainer(GRPOTrainer):
             "keep_rate": len(pool.kept) / pool.generated,
             "prompts_consumed": prompts_consumed,
             "prompts_consumed_total": self._prompts_total,
+            "prompts_skipped": self._prompts_skipped,
             "dropped_all_max_frac": pool.at_max / pool.generated,
             "dropped_all_min_frac": pool.at_min / pool.generated,
             "reward_before": torch.nanmean(all_rewards).item(),

@@ -215,3 +215,24 @@ def test_peft_conversational_eval_and_weighted_rewards(tiny_model_dir, tmp_path)
     assert any(not torch.equal(params[n], p) for n, p in adapters.items())
     evals = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
     assert evals and not any(key.startswith("eval_dynamic_sampling") for key in evals[0])
+
+
+def test_zero_variance_history_skips_degenerate_prompts(tiny_model_dir, tmp_path):
+    """GRESO-style skipping: once seen, always-degenerate prompts (kinds 0 and 1) stop being generated for."""
+    dataset = kind_dataset(8)  # 8 prompts: 4 degenerate, 4 informative; many epochs in a few steps
+    args = make_config(
+        tmp_path,
+        max_steps=6,
+        dynamic_sampling_skip_zero_variance=True,
+        dynamic_sampling_skip_explore=0.0,
+        per_device_train_batch_size=8,
+    )
+    trainer = RecordingTrainer(model=tiny_model_dir, reward_funcs=kind_reward, args=args, train_dataset=dataset)
+    trainer.train()
+    skipped = logged(trainer, "dynamic_sampling/prompts_skipped")
+    keep_rate = logged(trainer, "dynamic_sampling/keep_rate")
+    assert skipped[0] == 0 and sum(skipped[2:]) > 0  # nothing is known at first
+    assert keep_rate[-1] == 1.0  # after the first epochs, only informative prompts are generated for
+    consumed = logged(trainer, "dynamic_sampling/prompts_consumed")
+    generated = logged(trainer, "dynamic_sampling/groups_generated")
+    assert consumed[-1] == generated[-1] + skipped[-1]  # every drawn prompt was either generated for or skipped
