@@ -72,7 +72,7 @@ class RoundPlanner:
 
     `"fixed"` (verl): every extra round is one generation batch of new prompts. `"adaptive"`: the first round of a
     generation batch adds `target / keep_rate - target` prompts (so one round usually suffices) and later rounds ask
-    for `missing / keep_rate`, with a 10% margin, the keep rate being a running estimate over past rounds. Rounds are
+    for `missing / keep_rate`, with a 10% margin, the keep rate being a running, size-weighted estimate over past rounds. Rounds are
     capped at `max_oversample` generation batches and rounded up so that they split evenly over processes.
 
     Example:
@@ -88,24 +88,27 @@ class RoundPlanner:
     """
 
     margin = 0.1  # ask for 10% more than the estimate says: one short round costs a whole extra round
-    smoothing = 0.5  # weight of the newest round in the keep-rate estimate
+    decay = 0.7  # weight of the past in the keep-rate estimate, per observed round
     min_rate = 0.05
 
     def __init__(self, target: int, mode: str = "adaptive", max_oversample: float = 2.0, multiple: int = 1):
         self.target, self.mode, self.multiple = target, mode, multiple
         self.max_round = self._round_up(max(target, math.floor(target * max_oversample)))
-        self.keep_rate: float | None = None
+        # Decayed counts rather than a mean of per-round rates: a 1-group round must not weigh like a 16-group one.
+        self.kept, self.generated = 0.0, 0.0
 
     def _round_up(self, n: int) -> int:
         return -(-n // self.multiple) * self.multiple
 
+    @property
+    def keep_rate(self) -> float | None:
+        return self.kept / self.generated if self.generated > 0 else None
+
     def observe(self, generated: int, kept: int) -> None:
         if generated <= 0:
             return
-        rate = kept / generated
-        self.keep_rate = (
-            rate if self.keep_rate is None else (1 - self.smoothing) * self.keep_rate + self.smoothing * rate
-        )
+        self.kept = self.decay * self.kept + kept
+        self.generated = self.decay * self.generated + generated
 
     def _rate(self) -> float:
         return max(self.keep_rate if self.keep_rate is not None else 1.0, self.min_rate)
@@ -127,10 +130,10 @@ class RoundPlanner:
         return min(self._round_up(max(wanted, missing)), self.max_round)
 
     def state_dict(self) -> dict:
-        return {"keep_rate": self.keep_rate}
+        return {"kept": self.kept, "generated": self.generated}
 
     def load_state_dict(self, state: dict) -> None:
-        self.keep_rate = state["keep_rate"]
+        self.kept, self.generated = state["kept"], state["generated"]
 
 
 class ZeroVarianceHistory:

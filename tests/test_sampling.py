@@ -99,12 +99,12 @@ def test_planner_keep_rate_is_a_running_estimate():
     planner = RoundPlanner(target=8)
     planner.observe(generated=8, kept=8)  # first observation: 1.0
     assert planner.keep_rate == 1.0
-    planner.observe(generated=8, kept=0)  # 0.5 * 1.0 + 0.5 * 0.0 = 0.5
-    assert planner.keep_rate == 0.5
-    planner.observe(generated=4, kept=1)  # 0.5 * 0.5 + 0.5 * 0.25 = 0.375
-    assert planner.keep_rate == 0.375
+    planner.observe(generated=8, kept=0)  # decayed counts: kept 0.7 * 8 = 5.6, generated 0.7 * 8 + 8 = 13.6
+    assert planner.keep_rate == pytest.approx(5.6 / 13.6)
+    planner.observe(generated=4, kept=1)  # kept 0.7 * 5.6 + 1 = 4.92, generated 0.7 * 13.6 + 4 = 13.52
+    assert planner.keep_rate == pytest.approx(4.92 / 13.52)
     planner.observe(generated=0, kept=0)  # nothing generated: ignored
-    assert planner.keep_rate == 0.375
+    assert planner.keep_rate == pytest.approx(4.92 / 13.52)
 
 
 def test_planner_sizes_from_keep_rate_with_margin():
