@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
 
 import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl.models.utils import disable_gradient_checkpointing
 
 from . import core
@@ -31,6 +33,7 @@ _MODEL_INPUT_KEYS = (
     "image_position_ids",
 )
 _DEFERRABLE_KEYS = ("old_per_token_logps",)
+_STATE_FILE = "dapo_state_rank{rank}.pt"
 
 
 class DAPOTrainer(GRPOTrainer):
@@ -302,10 +305,14 @@ class DAPOTrainer(GRPOTrainer):
         generate_every = self.args.steps_per_generation * self.num_iterations
         return self.args.gradient_accumulation_steps % generate_every != 0
 
+    def _new_prompt_stream(self) -> PromptStream:
+        # Its own seed: replacement prompts must not replay the main sampler's order.
+        return PromptStream(len(self.train_dataset), self.args.seed + 1, self.shuffle_dataset)
+
     def _stream_rows(self, n: int) -> list[dict]:
         """`n` fresh prompts, repeated `num_generations` times each (the layout of TRL's RepeatSampler)."""
         if self._prompt_stream is None:
-            self._prompt_stream = PromptStream(len(self.train_dataset), self.args.seed + 1, self.shuffle_dataset)
+            self._prompt_stream = self._new_prompt_stream()
         rows, draws = [], 0
         while len(rows) < n * self.num_generations:
             (index,) = self._prompt_stream.take(1)
@@ -491,3 +498,56 @@ class DAPOTrainer(GRPOTrainer):
                 batch_size=self.args.per_device_train_batch_size,
             )
         return logps
+
+    # ------------------------------------------------------------------ checkpoint state
+
+    def _save_checkpoint(self, model, trial):
+        # Written before the checkpoint itself, so a checkpoint that exists always has it.
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        os.makedirs(folder, exist_ok=True)
+        torch.save(self._dapo_state(), os.path.join(folder, _STATE_FILE.format(rank=self.accelerator.process_index)))
+        super()._save_checkpoint(model, trial)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = (
+            os.path.join(checkpoint, _STATE_FILE.format(rank=self.accelerator.process_index)) if checkpoint else None
+        )
+        if path is not None and os.path.exists(path):
+            self._load_dapo_state(torch.load(path, map_location="cpu", weights_only=False))
+
+    def _dapo_state(self) -> dict:
+        """What a resumed run needs to continue exactly: the buffered generation batch (a checkpoint can fall
+        between two generations) and the dynamic-sampling state (prompt stream, keep-rate estimate, history)."""
+        buffered = None
+        if self._buffered_inputs is not None:
+            buffered = [
+                {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                for batch in self._buffered_inputs
+            ]
+        return {
+            "step": self._step,
+            "buffered_inputs": buffered,
+            "window_counts": [counts.cpu() for counts in self._window_counts],
+            "prompt_stream": self._prompt_stream.state_dict() if self._prompt_stream is not None else None,
+            "planner": self._planner.state_dict(),
+            "skip_history": self._skip_history.state_dict() if self._skip_history is not None else None,
+            "prompts_total": self._prompts_total,
+        }
+
+    def _load_dapo_state(self, state: dict) -> None:
+        device = self.accelerator.device
+        self._step = state["step"]
+        if state["buffered_inputs"] is not None:
+            self._buffered_inputs = [
+                {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                for batch in state["buffered_inputs"]
+            ]
+        self._window_counts = [counts.to(device) for counts in state["window_counts"]]
+        if state["prompt_stream"] is not None:
+            self._prompt_stream = self._new_prompt_stream()
+            self._prompt_stream.load_state_dict(state["prompt_stream"])
+        self._planner.load_state_dict(state["planner"])
+        if self._skip_history is not None and state["skip_history"] is not None:
+            self._skip_history.load_state_dict(state["skip_history"])
+        self._prompts_total = state["prompts_total"]
