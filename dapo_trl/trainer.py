@@ -9,8 +9,8 @@ import warnings
 
 import torch
 from accelerate.utils import gather, gather_object
-from trl import GRPOTrainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from . import core
