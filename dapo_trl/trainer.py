@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import numbers
 import os
 import warnings
 
 import torch
 from accelerate.utils import gather, gather_object
+from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import is_async_callable
 
 from . import core
 from .config import DAPOConfig
@@ -34,6 +38,10 @@ _MODEL_INPUT_KEYS = (
 )
 _DEFERRABLE_KEYS = ("old_per_token_logps",)
 _STATE_FILE = "dapo_state_rank{rank}.pt"
+
+
+class RewardFunctionError(RuntimeError):
+    """A reward function raised or returned something unusable; raised on every process, so none hangs."""
 
 
 class DAPOTrainer(GRPOTrainer):
@@ -113,6 +121,14 @@ class DAPOTrainer(GRPOTrainer):
             if isinstance(processing, list):
                 kwargs["reward_processing_classes"] = [*processing, None]
         super().__init__(model, reward_funcs, args, *pos, **kwargs)
+
+        self._reward_errors: list[str] = []
+        self.reward_funcs = [
+            self._guard_reward(func, name)
+            if callable(func) and not isinstance(func, nn.Module) and not is_async_callable(func)
+            else func
+            for func, name in zip(self.reward_funcs, self.reward_func_names)
+        ]
 
         names = list(self.reward_func_names)
         metric = args.dynamic_sampling_metric
@@ -278,9 +294,39 @@ class DAPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ generation: dynamic sampling
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        self._reward_errors = []
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # Every process reaches this point (failed rewards were replaced by None), so all can stop together.
+        failed = torch.tensor([float(bool(self._reward_errors))], device=rewards_per_func.device)
+        if self.accelerator.num_processes > 1:
+            failed = gather(failed)
+        if failed.any():
+            errors = gather_object(self._reward_errors) if self.accelerator.num_processes > 1 else self._reward_errors
+            raise RewardFunctionError("\n".join(errors))
         self._last_rewards_per_func = rewards_per_func  # gathered over processes: the filter's input
         return rewards_per_func
+
+    def _guard_reward(self, func, name: str):
+        """Wrap a reward function so that failures name the function, the process and the rows involved, and bad
+        outputs (wrong count, non-numbers, infinities) are rejected; `None` and NaN stay "unscorable" as in TRL."""
+
+        @functools.wraps(func)
+        def guarded(prompts=None, completions=None, completion_ids=None, **kwargs):
+            call = functools.partial(func, prompts=prompts, completions=completions, completion_ids=completion_ids)
+            try:
+                values = call(**kwargs)
+                problem = _reward_problem(values, len(prompts))
+            except Exception as error:  # noqa: BLE001 - reported below, on every process
+                rows = _failing_rows(func, prompts, completions, completion_ids, kwargs)
+                problem = f"raised {type(error).__name__}: {error}" + (f" (rows {rows})" if rows else "")
+            if problem is None:
+                return values
+            where = f"process {self.accelerator.process_index}, step {self.state.global_step}"
+            sample = repr(prompts[0])[:80] if prompts else ""
+            self._reward_errors.append(f"Reward function {name!r} {problem} [{where}; first prompt: {sample}]")
+            return [None] * len(prompts)
+
+        return guarded
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         if self._defer_logps:
@@ -551,3 +597,35 @@ class DAPOTrainer(GRPOTrainer):
         if self._skip_history is not None and state["skip_history"] is not None:
             self._skip_history.load_state_dict(state["skip_history"])
         self._prompts_total = state["prompts_total"]
+
+
+def _reward_problem(values, expected: int) -> str | None:
+    """What is wrong with a reward function's output, or `None`."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+        return f"returned {type(values).__name__}, expected a list of {expected} numbers"
+    if len(values) != expected:
+        return f"returned {len(values)} values for {expected} completions"
+    for row, value in enumerate(values):
+        if hasattr(value, "item") and getattr(value, "size", 1) in (1, ()):  # numpy / torch scalars
+            value = value.item()
+        if value is None:
+            continue
+        if not isinstance(value, numbers.Real):
+            return f"returned {value!r} (a {type(value).__name__}) at row {row}, expected a number or None"
+        if math.isinf(value):
+            return f"returned {value} at row {row}; use None (or NaN) for a completion that cannot be scored"
+    return None
+
+
+def _failing_rows(func, prompts, completions, completion_ids, kwargs, limit: int = 10) -> list[int]:
+    """Rows on which `func` raises when called one row at a time (the first `limit`)."""
+    n, rows = len(prompts), []
+    for i in range(n):
+        one = {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in kwargs.items()}
+        try:
+            func(prompts=[prompts[i]], completions=[completions[i]], completion_ids=[completion_ids[i]], **one)
+        except Exception:  # noqa: BLE001
+            rows.append(i)
+            if len(rows) == limit:
+                break
+    return rows
