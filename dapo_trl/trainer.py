@@ -152,6 +152,14 @@ class DAPOTrainer(GRPOTrainer):
                 )
 
         processes = self.accelerator.num_processes
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() != processes:
+            # Seen with DeepSpeed on GPU-less machines: accelerate counts 1 process while the group has more, and
+            # every batch size derived from the process count is then wrong.
+            raise ValueError(
+                f"accelerate sees {processes} process(es) but torch.distributed has "
+                f"{torch.distributed.get_world_size()}. Without GPUs, set DAPOConfig(ddp_backend='gloo') and enable "
+                "DeepSpeed through ACCELERATE_USE_DEEPSPEED / accelerate launch rather than `deepspeed=`."
+            )
         self._target_groups = args.generation_batch_size // self.num_generations
         # A round of k groups splits evenly over processes when k * num_generations is a multiple of processes.
         self._round_multiple = processes // math.gcd(self.num_generations, processes)
