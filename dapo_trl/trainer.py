@@ -102,13 +102,9 @@ class DAPOTrainer(GRPOTrainer):
                 "argument: replace GRPOConfig(...) by DAPOConfig(...)."
             )
         if args.overlong_buffer_length is not None:
-            reward_funcs = (
-                []
-                if reward_funcs is None
-                else list(reward_funcs)
-                if isinstance(reward_funcs, list)
-                else [reward_funcs]
-            )
+            if reward_funcs is None:
+                reward_funcs = []
+            reward_funcs = list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
             reward_funcs.append(
                 overlong_penalty_reward(
                     args.max_completion_length, args.overlong_buffer_length, args.overlong_penalty_factor
@@ -203,9 +199,7 @@ class DAPOTrainer(GRPOTrainer):
         prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        mask = inputs["completion_mask"]
-        if "tool_mask" in inputs:
-            mask = mask * inputs["tool_mask"]
+        mask = _loss_mask(inputs)
 
         logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
             model,
@@ -288,7 +282,7 @@ class DAPOTrainer(GRPOTrainer):
         """Global loss tokens and sequences of each optimizer step served by the buffered generation batch."""
         local = []
         for batch in self._buffered_inputs:
-            mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
+            mask = _loss_mask(batch)
             local.append(torch.stack([mask.sum(), (mask.sum(-1) > 0).sum()]))
         per_slice = self.accelerator.reduce(torch.stack(local).float(), reduction="sum")  # (steps_per_generation, 2)
         spg, accumulation = self.args.steps_per_generation, self.args.gradient_accumulation_steps
@@ -449,8 +443,7 @@ class DAPOTrainer(GRPOTrainer):
         local = self._trim_padding(local)
         if self._defer_logps_used and self._needs_old_logps:
             local["old_per_token_logps"] = self._old_logps(local)
-        loss_mask = local["completion_mask"] * local["tool_mask"] if "tool_mask" in local else local["completion_mask"]
-        local["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        local["num_items_in_batch"] = self.accelerator.gather(_loss_mask(local).sum()).sum()
 
         # Prompts drawn from the dataset for this batch: the dataloader's, the stream's, and the skipped ones.
         new_rounds = pool.rounds if args.dynamic_sampling_source == "new_prompts" else pool.rounds[:1]
@@ -605,6 +598,12 @@ class DAPOTrainer(GRPOTrainer):
         if self._skip_history is not None and state["skip_history"] is not None:
             self._skip_history.load_state_dict(state["skip_history"])
         self._prompts_total = state["prompts_total"]
+
+
+def _loss_mask(batch: dict) -> torch.Tensor:
+    """Tokens that count in the loss: completion tokens, minus tool-output tokens in multi-turn rollouts."""
+    mask = batch["completion_mask"]
+    return mask * batch["tool_mask"] if "tool_mask" in batch else mask
 
 
 def _reward_problem(values, expected: int) -> str | None:
