@@ -32,6 +32,9 @@ INVALID = [
     ("max_num_gen_batches", {"max_num_gen_batches": 2.5}),
     ("max_num_gen_batches", {"max_num_gen_batches": "3"}),
     ("max_num_gen_batches", {"max_num_gen_batches": True}),
+    # conflicts between fields (checked by GRPOConfig, still naming the field)
+    ("generation_batch_size", {"generation_batch_size": 20}),  # not a multiple of the global batch (8)
+    ("steps_per_generation", {"generation_batch_size": 16, "steps_per_generation": 2}),
     ("dynamic_sampling_skip_explore", {"dynamic_sampling_skip_explore": -0.1}),
     ("dynamic_sampling_skip_explore", {"dynamic_sampling_skip_explore": 1.5}),
     (

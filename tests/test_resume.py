@@ -1,6 +1,12 @@
 """Checkpoint and resume: a resumed run with dynamic sampling continues exactly like an uninterrupted one."""
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +14,7 @@ from dapo_trl import DAPOTrainer
 from tests.helpers import kind_dataset, kind_reward, make_config
 
 
+ROOT = Path(__file__).resolve().parents[1]
 KEYS = (
     "loss",
     "reward",
@@ -54,6 +61,36 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, save_step):
 
     expected, got = history(full, save_step), history(resumed, save_step)
     assert len(got) == 6 - save_step
+    for e, g in zip(expected, got):
+        assert e.keys() == g.keys()
+        for key in e:
+            assert math.isclose(e[key], g[key], rel_tol=1e-6, abs_tol=1e-7), (key, e, g)
+
+
+@pytest.mark.slow
+def test_sigkill_after_checkpoint_then_resume_matches(tiny_model_dir, tmp_path):
+    """A process killed with SIGKILL right after writing checkpoint-3 (between two generations) resumes exactly."""
+    script = [sys.executable, str(ROOT / "tests" / "scripts" / "train_until.py"), tiny_model_dir]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+    def run(*args):
+        return subprocess.run([*script, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    full = run(str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = run(str(tmp_path / "killed"), "--kill-after-save", "3")
+    assert killed.returncode == -signal.SIGKILL
+    checkpoint = tmp_path / "killed" / "checkpoint-3"
+    assert (checkpoint / "dapo_state_rank0.pt").exists() and (checkpoint / "trainer_state.json").exists()
+    resumed = run(str(tmp_path / "killed"), "--resume", str(checkpoint))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def after(path, step):
+        entries = json.loads((path / "log_history.json").read_text())
+        return [{k: e[k] for k in KEYS if k in e} for e in entries if e.get("step", 0) > step and "loss" in e]
+
+    expected, got = after(tmp_path / "full", 3), after(tmp_path / "killed", 3)
+    assert len(got) == 3 and len(expected) == 3
     for e, g in zip(expected, got):
         assert e.keys() == g.keys()
         for key in e:
