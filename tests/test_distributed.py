@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from dapo_trl.core import group_keep_mask
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +57,10 @@ def test_dynamic_sampling_same_decisions_on_both_ranks(tiny_model_dir, tmp_path)
         advantages = b0["advantages"] + b1["advantages"]
         groups = [advantages[i : i + 2] for i in range(0, len(advantages), 2)]
         assert all(max(g) - min(g) > 1e-3 for g in groups), groups
+    # Each decision is the one a single process takes on the same gathered values.
+    for decision in rank0["decisions"]:
+        values = torch.tensor(decision["values"], dtype=torch.float64)
+        assert group_keep_mask(values, num_generations=2).tolist() == decision["keep"]
     dropped = [k for d in rank0["decisions"] for k in d["keep"] if not k]
     assert dropped, "the reward makes kind 0 and 1 degenerate: some groups must have been dropped"
 
