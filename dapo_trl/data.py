@@ -36,6 +36,7 @@ __all__ = [
     "arithmetic_dataset",
     "arithmetic_problem",
     "arithmetic_splits",
+    "early_answer",
     "greedy_accuracy",
     "gsm8k_to_conversational",
     "supervised_warm_start",
@@ -70,6 +71,26 @@ def arithmetic_problem(rng: random.Random, num_terms: int = 3, max_value: int = 
         total += term
     question = "+".join(map(str, terms)) + "="
     return question, "\n".join([*lines, f"#### {total}"])
+
+
+def early_answer(solution: str) -> str:
+    """
+    The "lazy" version of a worked arithmetic solution: it stops after the first line and reports that partial sum.
+
+    It is a wrong answer whenever the problem has more than two terms (and the later terms are not all zero). The tiny
+    demo mixes a fraction of these into its warm-start data (`supervised_warm_start(early_answer_rate=...)`), like
+    sloppy solutions in a real SFT set: the model then often answers too early when decoding greedily, while sampling
+    still finishes the sum some of the time, which is exactly what RL on a correctness reward can reinforce.
+
+    Example:
+    ```python
+    >>> early_answer("12+13=25\\n25+1=26\\n#### 26")
+    '12+13=25\\n#### 25'
+
+    ```
+    """
+    first = solution.splitlines()[0]
+    return f"{first}\n#### {first.rsplit('=', 1)[-1]}"
 
 
 def arithmetic_dataset(
@@ -179,12 +200,16 @@ def supervised_warm_start(
     learning_rate: float = 3e-3,
     seed: int = 0,
     progress: bool = True,
+    early_answer_rate: float = 0.0,
 ) -> dict[str, float]:
     """
     A short supervised phase (plain torch loop, AdamW, constant learning rate): trains `model` on
     `prompt -> answer` of `dataset`, with the loss on the answer tokens and the final EOS only.
 
     Much faster than a `Trainer` for tiny models on CPU. Returns `{"loss": last loss, "seconds": wall time}`.
+
+    With `early_answer_rate > 0`, that fraction of the examples (drawn once, with `seed`) is trained on its
+    [`early_answer`] instead of the full worked solution: a deliberately imperfect warm start that RL can then improve.
 
     Example:
     ```python
@@ -201,9 +226,11 @@ def supervised_warm_start(
 
     start = time.perf_counter()
     prompts = [tokenizer(_chat_text(tokenizer, p), add_special_tokens=False)["input_ids"] for p in dataset["prompt"]]
-    answers = [
-        tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for a in dataset["answer"]
-    ]
+    if not 0.0 <= early_answer_rate <= 1.0:
+        raise ValueError(f"early_answer_rate must be in [0, 1], got {early_answer_rate}")
+    rng = random.Random(seed)
+    targets = [early_answer(a) if rng.random() < early_answer_rate else a for a in dataset["answer"]]
+    answers = [tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for a in targets]
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     model.train()

@@ -5,7 +5,8 @@
 DAPO on GSM8K-style math, graded by final-answer correctness (`#### <number>`).
 
 Offline demo (no Hub access, ~a few minutes on 2 CPU cores): builds a tiny character-level Qwen2 model, warm-starts it
-on a built-in arithmetic task, then trains it with DAPO and reports held-out greedy accuracy before and after:
+on a built-in arithmetic task (3-term sums; 70% of its worked solutions deliberately stop after the first addition,
+`--sft_early_answer_rate`), then trains it with DAPO and reports held-out greedy accuracy before and after:
 
     python recipes/gsm8k.py --preset tiny
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig, TrlParser, get_peft_config
 
 from dapo_trl import DAPOConfig, DAPOTrainer
 from dapo_trl.data import arithmetic_splits, greedy_accuracy, gsm8k_to_conversational, supervised_warm_start
@@ -43,15 +44,15 @@ TINY_PRESET = {
     "save_strategy": "no",
     "logging_steps": 10,
     "seed": 0,
-    "max_steps": 150,
-    "learning_rate": 3e-4,
+    "max_steps": 300,
+    "learning_rate": 1e-4,  # 3e-4 and up made the sampled reward fall; 1e-4 is stable
     "lr_scheduler_type": "constant",
     "per_device_train_batch_size": 16,
     "gradient_accumulation_steps": 1,
     "steps_per_generation": 4,  # 4 optimizer updates per rollout of 64 completions (8 prompts x 8)
     "num_generations": 8,
     "temperature": 1.0,
-    "max_completion_length": 40,
+    "max_completion_length": 24,  # the longest worked answer (`9+9=18\n18+9=27\n#### 27`) plus EOS
     "dataloader_num_workers": 0,
 }
 
@@ -66,13 +67,20 @@ class ScriptArguments:
     )
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id, e.g. `openai/gsm8k`."})
     dataset_config: str = field(default="main", metadata={"help": "Dataset configuration name."})
-    num_train_problems: int = field(default=2000, metadata={"help": "Tiny preset: training problems."})
+    num_train_problems: int = field(default=700, metadata={"help": "Tiny preset: training problems."})
     num_eval_problems: int = field(default=200, metadata={"help": "Held-out problems for the greedy evaluation."})
-    max_value: int = field(default=20, metadata={"help": "Tiny preset: largest term of the sums."})
+    max_value: int = field(default=9, metadata={"help": "Tiny preset: largest term of the sums."})
     num_terms: int = field(default=3, metadata={"help": "Tiny preset: terms per sum."})
     sft_steps: int = field(default=350, metadata={"help": "Tiny preset: supervised warm-start steps."})
     sft_learning_rate: float = field(default=3e-3, metadata={"help": "Tiny preset: warm-start learning rate."})
     sft_batch_size: int = field(default=32, metadata={"help": "Tiny preset: warm-start batch size."})
+    sft_early_answer_rate: float = field(
+        default=0.7,
+        metadata={
+            "help": "Tiny preset: fraction of warm-start solutions that stop after their first line and report that "
+            "partial sum (`dapo_trl.data.early_answer`), a deliberately sloppy SFT set that RL then corrects."
+        },
+    )
     hidden_size: int = field(default=64, metadata={"help": "Tiny preset: model width."})
     num_threads: int = field(default=1, metadata={"help": "Tiny preset: torch CPU threads."})
     eval_max_new_tokens: int | None = field(
@@ -159,6 +167,7 @@ def prepare_tiny(script_args: ScriptArguments, training_args: DAPOConfig):
         batch_size=script_args.sft_batch_size,
         learning_rate=script_args.sft_learning_rate,
         seed=training_args.seed,
+        early_answer_rate=script_args.sft_early_answer_rate,
     )
     print(f"warm start: {script_args.sft_steps} supervised steps, loss {stats['loss']:.3f}, {stats['seconds']:.0f}s")
     return model, tokenizer, splits["train"], splits["test"]
@@ -185,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         args=training_args,
         train_dataset=train,
         processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),  # None unless --use_peft: then only the LoRA adapter trains
     )
     rl_start = time.perf_counter()
     trainer.train()

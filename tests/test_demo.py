@@ -7,7 +7,14 @@ import sys
 
 import pytest
 
-from dapo_trl.data import arithmetic_dataset, arithmetic_problem, arithmetic_splits, gsm8k_to_conversational
+from dapo_trl.data import (
+    arithmetic_dataset,
+    arithmetic_problem,
+    arithmetic_splits,
+    early_answer,
+    gsm8k_to_conversational,
+    supervised_warm_start,
+)
 from dapo_trl.rewards import extract_answer, gsm8k_accuracy
 
 
@@ -99,6 +106,30 @@ def test_arithmetic_splits_disjoint():
         arithmetic_dataset(10, num_terms=2, max_value=2)  # only 9 distinct problems
 
 
+def test_early_answer_stops_after_first_line():
+    assert early_answer("12+13=25\n25+1=26\n#### 26") == "12+13=25\n#### 25"
+    assert early_answer("3+4=7\n#### 7") == "3+4=7\n#### 7"  # two terms: the early answer is the answer
+    for row in arithmetic_dataset(20, seed=5, num_terms=3, max_value=9):
+        lazy = early_answer(row["answer"])
+        assert lazy.splitlines()[0] == row["answer"].splitlines()[0] and len(lazy.splitlines()) == 2
+        # graded like any completion: wrong unless the third term is 0
+        expected = float(row["question"].rstrip("=").split("+")[2] == "0")
+        assert gsm8k_accuracy([lazy], answer=[row["answer"]]) == [expected]
+
+
+def test_supervised_warm_start_rejects_bad_early_answer_rate():
+    from dapo_trl.testing import build_char_tokenizer, build_tiny_model
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(tokenizer)
+    with pytest.raises(ValueError, match="early_answer_rate"):
+        supervised_warm_start(model, tokenizer, arithmetic_dataset(4), steps=1, early_answer_rate=1.5, progress=False)
+    stats = supervised_warm_start(
+        model, tokenizer, arithmetic_dataset(4), steps=1, batch_size=2, early_answer_rate=1.0, progress=False
+    )
+    assert stats["loss"] > 0
+
+
 def test_chat_template_renders_prompt():
     from dapo_trl.testing import build_char_tokenizer
 
@@ -162,5 +193,9 @@ def test_recipe_offline_hub_exits_fast(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_recipe_tiny_full_run_improves(tmp_path):
-    metrics = _load_recipe().main(["--preset", "tiny", "--output_dir", str(tmp_path)])
-    assert metrics["accuracy_after"] > metrics["accuracy_before"]
+    metrics = _load_recipe().main(["--preset", "tiny", "--output_dir", str(tmp_path), "--disable_tqdm", "true"])
+    # Measured on 2 CPU cores with the default preset: seed 0 7.0% -> 82.0% (~50 s); seeds 1-3 11.5% -> 63.5%,
+    # 6.5% -> 30.5%, 11.0% -> 35.5%. The asserted margin (+20 points) is below the smallest gain seen (+24 points).
+    assert metrics["accuracy_before"] < 0.15
+    assert metrics["accuracy_after"] >= metrics["accuracy_before"] + 0.20
+    assert metrics["total_seconds"] < 600
