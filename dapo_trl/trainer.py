@@ -257,7 +257,9 @@ class DAPOTrainer(GRPOTrainer):
             stats.append((kl * mask).sum())
         stats = torch.stack([*stats, count]).detach().float()
         stats = self.accelerator.reduce(stats, reduction="sum")
-        stats = (stats[:-1] / stats[-1].clamp(min=1.0)).tolist()
+        # No loss token anywhere (e.g. every completion truncated and masked): NaN, which TRL's `log` leaves out of
+        # its averages, rather than a 0 that reads like a real value.
+        stats = (stats[:-1] / stats[-1]).tolist()
         names = ["policy_loss", "entropy", *(f"{name}_mean" for name in clip_metrics)]
         if kl is not None:
             names.append("kl")

@@ -31,6 +31,8 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from dapo_trl import DAPOConfig, DAPOTrainer
 from dapo_trl.data import arithmetic_splits, greedy_accuracy, gsm8k_to_conversational, supervised_warm_start
+from dapo_trl.hub import push_folder, save_for_hub
+from dapo_trl.plotting import DashboardCallback
 from dapo_trl.rewards import gsm8k_accuracy
 from dapo_trl.testing import save_tiny_model
 
@@ -184,6 +186,11 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         sys.exit("Pass --preset tiny (offline demo), or --model_name_or_path and --dataset_name (e.g. openai/gsm8k).")
 
+    # We push ourselves, once, with our model card (transformers would create the repo at init and push its own).
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    if push and not training_args.hub_model_id:
+        sys.exit("--push_to_hub needs --hub_model_id (e.g. <user>/qwen2.5-0.5b-gsm8k-dapo).")
+
     eval_tokens = script_args.eval_max_new_tokens or training_args.max_completion_length
     before = greedy_accuracy(model, tokenizer, test, max_new_tokens=eval_tokens)
     print(f"held-out greedy accuracy before RL: {before:.1%} ({len(test)} problems)")
@@ -195,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=train,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),  # None unless --use_peft: then only the LoRA adapter trains
+        callbacks=[DashboardCallback()],  # writes dashboard.png into output_dir when training ends
     )
     rl_start = time.perf_counter()
     trainer.train()
@@ -213,8 +221,31 @@ def main(argv: list[str] | None = None) -> dict:
     os.makedirs(training_args.output_dir, exist_ok=True)
     with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    if training_args.save_strategy != "no":
-        trainer.save_model(training_args.output_dir)
+    # The final model (only the adapter with --use_peft), tokenizer and model card, in a folder of their own: it is
+    # exactly what gets pushed.
+    final_dir = os.path.join(training_args.output_dir, "final")
+    base_model = model_args.model_name_or_path or "tiny model built by dapo_trl.testing (--preset tiny)"
+    save_for_hub(
+        trainer,
+        final_dir,
+        base_model=base_model,
+        dataset_name=script_args.dataset_name or "built-in arithmetic task (dapo_trl.data.arithmetic_dataset)",
+        repo_id=training_args.hub_model_id,
+        metrics={
+            "held-out greedy accuracy before RL": f"{before:.1%}",
+            "held-out greedy accuracy after RL": f"{after:.1%}",
+            "held-out problems": len(test),
+        },
+    )
+    print(f"saved to {final_dir}")
+    if push:
+        url = push_folder(
+            final_dir,
+            training_args.hub_model_id,
+            private=training_args.hub_private_repo,
+            token=training_args.hub_token,
+        )
+        print(f"pushed to {url}")
     return metrics
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 from datasets import Dataset
 
 from dapo_trl import DAPOConfig
@@ -45,4 +49,15 @@ def make_config(tmp_path, **overrides) -> DAPOConfig:
 
 
 def logged(trainer, key: str) -> list[float]:
-    return [entry[key] for entry in trainer.state.log_history if key in entry]
+    """Logged values of `key`, leaving out steps where it had nothing to average (None)."""
+    return [entry[key] for entry in trainer.state.log_history if entry.get(key) is not None]
+
+
+def load_recipe():
+    """`recipes/gsm8k.py` as a module (it is a script, not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "recipes" / "gsm8k.py"
+    spec = importlib.util.spec_from_file_location("gsm8k_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module

@@ -1,9 +1,6 @@
 """The GSM8K demo: answer extraction and the correctness reward, the built-in arithmetic task, and the tiny recipe."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import pytest
 
@@ -16,9 +13,7 @@ from dapo_trl.data import (
     supervised_warm_start,
 )
 from dapo_trl.rewards import extract_answer, gsm8k_accuracy
-
-
-RECIPE = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "gsm8k.py"
+from tests.helpers import load_recipe
 
 
 @pytest.mark.parametrize(
@@ -147,16 +142,8 @@ def test_gsm8k_to_conversational():
     assert dataset[0]["answer"] == "2+2=4\n#### 4"
 
 
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("gsm8k_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_recipe_tiny_smoke(tmp_path):
-    recipe = _load_recipe()
+    recipe = load_recipe()
     metrics = recipe.main(
         [
             "--preset", "tiny",
@@ -176,7 +163,7 @@ def test_recipe_tiny_smoke(tmp_path):
 
 
 def test_recipe_offline_hub_exits_fast(monkeypatch, tmp_path):
-    recipe = _load_recipe()
+    recipe = load_recipe()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SystemExit) as error:
         recipe.main(
@@ -193,7 +180,7 @@ def test_recipe_offline_hub_exits_fast(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_recipe_tiny_full_run_improves(tmp_path):
-    metrics = _load_recipe().main(["--preset", "tiny", "--output_dir", str(tmp_path), "--disable_tqdm", "true"])
+    metrics = load_recipe().main(["--preset", "tiny", "--output_dir", str(tmp_path), "--disable_tqdm", "true"])
     # Measured on 2 CPU cores with the default preset: seed 0 7.0% -> 82.0% (~50 s); seeds 1-3 11.5% -> 63.5%,
     # 6.5% -> 30.5%, 11.0% -> 35.5%. The asserted margin (+20 points) is below the smallest gain seen (+24 points).
     assert metrics["accuracy_before"] < 0.15

@@ -1,22 +1,14 @@
 """The shipped recipe configs parse with the recipe's own parser and follow DAPO's setup."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_recipe
+
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
-
-
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("gsm8k_recipe", ROOT / "recipes" / "gsm8k.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_configs_exist():

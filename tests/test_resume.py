@@ -27,7 +27,7 @@ KEYS = (
 
 def history(trainer, after_step: int) -> list[dict]:
     return [
-        {key: entry[key] for key in KEYS if key in entry}
+        {key: entry[key] for key in KEYS if entry.get(key) is not None}  # None: nothing to average that step
         for entry in trainer.state.log_history
         if entry.get("step", 0) > after_step and "loss" in entry
     ]
@@ -87,7 +87,9 @@ def test_sigkill_after_checkpoint_then_resume_matches(tiny_model_dir, tmp_path):
 
     def after(path, step):
         entries = json.loads((path / "log_history.json").read_text())
-        return [{k: e[k] for k in KEYS if k in e} for e in entries if e.get("step", 0) > step and "loss" in e]
+        return [
+            {k: e[k] for k in KEYS if e.get(k) is not None} for e in entries if e.get("step", 0) > step and "loss" in e
+        ]
 
     expected, got = after(tmp_path / "full", 3), after(tmp_path / "killed", 3)
     assert len(got) == 3 and len(expected) == 3
