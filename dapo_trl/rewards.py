@@ -164,3 +164,26 @@ def gsm8k_accuracy(completions, answer, **kwargs) -> list[float]:
         predicted = extract_answer(_completion_text(completion))
         rewards.append(float(predicted is not None and predicted == gold_value))
     return rewards
+
+
+_FORMAT_RE = re.compile(r"####\s*" + rf"(?:{_NUMBER})" + r"\s*")
+
+
+def gsm8k_format(completions, **kwargs) -> list[float]:
+    """
+    Format reward: 1.0 if the completion ends with a final line `#### <number>` (the format the GSM8K system prompt
+    asks for), 0.0 otherwise. Correctness is `gsm8k_accuracy`'s job; the recipe adds this one with
+    `--format_reward_weight` and keeps the dynamic-sampling filter on accuracy.
+
+    Example:
+    ```python
+    >>> gsm8k_format(["3+4=7\\n#### 7", "3+4=7, so 7", "#### 7 apples"])
+    [1.0, 0.0, 0.0]
+
+    ```
+    """
+    rewards = []
+    for completion in completions:
+        lines = _completion_text(completion).strip().splitlines()
+        rewards.append(float(bool(lines) and _FORMAT_RE.fullmatch(lines[-1].strip()) is not None))
+    return rewards

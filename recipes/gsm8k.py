@@ -33,7 +33,7 @@ from dapo_trl import DAPOConfig, DAPOTrainer
 from dapo_trl.data import arithmetic_splits, greedy_accuracy, gsm8k_to_conversational, supervised_warm_start
 from dapo_trl.hub import push_folder, save_for_hub
 from dapo_trl.plotting import DashboardCallback
-from dapo_trl.rewards import gsm8k_accuracy
+from dapo_trl.rewards import gsm8k_accuracy, gsm8k_format
 from dapo_trl.testing import save_tiny_model
 
 
@@ -73,6 +73,13 @@ class ScriptArguments:
     num_eval_problems: int = field(default=200, metadata={"help": "Held-out problems for the greedy evaluation."})
     max_value: int = field(default=9, metadata={"help": "Tiny preset: largest term of the sums."})
     num_terms: int = field(default=3, metadata={"help": "Tiny preset: terms per sum."})
+    format_reward_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of `gsm8k_format` (final line `#### <n>`) next to `gsm8k_accuracy` (weight 1); 0 = off. "
+            "Dynamic sampling keeps filtering on accuracy."
+        },
+    )
     sft_steps: int = field(default=350, metadata={"help": "Tiny preset: supervised warm-start steps."})
     sft_learning_rate: float = field(default=3e-3, metadata={"help": "Tiny preset: warm-start learning rate."})
     sft_batch_size: int = field(default=32, metadata={"help": "Tiny preset: warm-start batch size."})
@@ -195,9 +202,14 @@ def main(argv: list[str] | None = None) -> dict:
     before = greedy_accuracy(model, tokenizer, test, max_new_tokens=eval_tokens)
     print(f"held-out greedy accuracy before RL: {before:.1%} ({len(test)} problems)")
 
+    reward_funcs = [gsm8k_accuracy]
+    if script_args.format_reward_weight:
+        reward_funcs.append(gsm8k_format)
+        training_args.reward_weights = [1.0, script_args.format_reward_weight]
+        training_args.dynamic_sampling_metric = training_args.dynamic_sampling_metric or "gsm8k_accuracy"
     trainer = DAPOTrainer(
         model=model,
-        reward_funcs=gsm8k_accuracy,
+        reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=train,
         processing_class=tokenizer,
@@ -224,12 +236,14 @@ def main(argv: list[str] | None = None) -> dict:
     # The final model (only the adapter with --use_peft), tokenizer and model card, in a folder of their own: it is
     # exactly what gets pushed.
     final_dir = os.path.join(training_args.output_dir, "final")
-    base_model = model_args.model_name_or_path or "tiny model built by dapo_trl.testing (--preset tiny)"
+    # The tiny preset's base model is a local folder, which the card names but leaves out of its Hub metadata.
+    base_model = model_args.model_name_or_path or os.path.join(training_args.output_dir, "tiny-model")
     save_for_hub(
         trainer,
         final_dir,
         base_model=base_model,
-        dataset_name=script_args.dataset_name or "built-in arithmetic task (dapo_trl.data.arithmetic_dataset)",
+        dataset_name=script_args.dataset_name,  # None for the tiny preset: no Hub dataset to link
+        extra=None if script_args.dataset_name else "Trained on the built-in arithmetic task of `dapo_trl.data`.",
         repo_id=training_args.hub_model_id,
         metrics={
             "held-out greedy accuracy before RL": f"{before:.1%}",

@@ -186,3 +186,34 @@ def test_recipe_tiny_full_run_improves(tmp_path):
     assert metrics["accuracy_before"] < 0.15
     assert metrics["accuracy_after"] >= metrics["accuracy_before"] + 0.20
     assert metrics["total_seconds"] < 600
+
+
+@pytest.mark.parametrize(
+    "completion, reward",
+    [
+        ("3+4=7\n#### 7", 1.0),
+        ("#### -1,250.5", 1.0),
+        ([{"role": "assistant", "content": "4+4=8\n#### 8\n"}], 1.0),
+        ("3+4=7, so 7", 0.0),
+        ("#### 7 apples", 0.0),  # units after the number: not the asked-for format
+        ("#### 7\nthanks", 0.0),  # the marker must be the last line
+        ("", 0.0),
+    ],
+)
+def test_gsm8k_format(completion, reward):
+    from dapo_trl.rewards import gsm8k_format
+
+    assert gsm8k_format([completion]) == [reward]
+
+
+def test_recipe_format_reward_is_weighted_and_not_the_filter(tmp_path):
+    load_recipe().main(
+        [
+            "--preset", "tiny", "--output_dir", str(tmp_path), "--sft_steps", "2", "--max_steps", "1",
+            "--num_train_problems", "64", "--num_eval_problems", "4", "--max_completion_length", "16",
+            "--disable_tqdm", "true", "--format_reward_weight", "0.5",
+        ]
+    )  # fmt: skip
+    card = (tmp_path / "final" / "README.md").read_text()
+    assert "gsm8k_accuracy (1)" in card and "gsm8k_format (0.5)" in card
+    assert "| dynamic_sampling_metric | gsm8k_accuracy |" in card  # the filter stays on correctness
