@@ -24,6 +24,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -109,11 +110,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, DAPOConf
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether huggingface.co answers within `timeout` seconds (and offline mode is not set)."""
+    """Whether the Hub (`HF_ENDPOINT`, default huggingface.co) answers within `timeout` seconds, offline mode unset."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
         return True
     except OSError:
         return False

@@ -217,3 +217,20 @@ def test_recipe_format_reward_is_weighted_and_not_the_filter(tmp_path):
     card = (tmp_path / "final" / "README.md").read_text()
     assert "gsm8k_accuracy (1)" in card and "gsm8k_format (0.5)" in card
     assert "| dynamic_sampling_metric | gsm8k_accuracy |" in card  # the filter stays on correctness
+
+
+def test_hub_reachable_follows_hf_endpoint(monkeypatch):
+    import socket
+
+    recipe = load_recipe()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        assert recipe.hub_reachable(timeout=1.0)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")  # closed now
+    assert not recipe.hub_reachable(timeout=1.0)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not recipe.hub_reachable(timeout=1.0)
