@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
@@ -217,10 +218,10 @@ class DAPOConfig(GRPOConfig):
             f"must be one of {DYNAMIC_SAMPLING_ROUND_SIZES}",
         )
         _check(
-            self.dynamic_sampling_max_oversample >= 1,
+            math.isfinite(self.dynamic_sampling_max_oversample) and self.dynamic_sampling_max_oversample >= 1,
             "dynamic_sampling_max_oversample",
             self.dynamic_sampling_max_oversample,
-            "must be >= 1",
+            "must be a finite number >= 1",
         )
         _check(
             0.0 <= self.dynamic_sampling_skip_explore <= 1.0,
@@ -228,6 +229,27 @@ class DAPOConfig(GRPOConfig):
             self.dynamic_sampling_skip_explore,
             "must be in [0, 1]",
         )
+        _check(
+            not self.dynamic_sampling_skip_zero_variance or self.dynamic_sampling,
+            "dynamic_sampling_skip_zero_variance",
+            self.dynamic_sampling_skip_zero_variance,
+            "needs dynamic_sampling=True",
+        )
+        # Kept groups come from several rounds and keep the advantages computed in their round: right for per-group
+        # normalization, wrong for batch-wide statistics that included the dropped groups.
+        if self.dynamic_sampling:
+            _check(
+                self.scale_rewards != "batch",
+                "scale_rewards",
+                self.scale_rewards,
+                "= 'batch' is not supported with dynamic_sampling (use 'group' or 'none')",
+            )
+            _check(
+                self.multi_objective_aggregation != "normalize_then_sum",
+                "multi_objective_aggregation",
+                self.multi_objective_aggregation,
+                "= 'normalize_then_sum' is not supported with dynamic_sampling (use 'sum_then_normalize')",
+            )
         _check(
             not self.dynamic_sampling_skip_zero_variance or self.dynamic_sampling_source == "new_prompts",
             "dynamic_sampling_skip_zero_variance",

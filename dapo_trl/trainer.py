@@ -105,6 +105,11 @@ class DAPOTrainer(GRPOTrainer):
             if reward_funcs is None:
                 reward_funcs = []
             reward_funcs = list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
+            if any(getattr(f, "__name__", None) == OVERLONG_REWARD_NAME for f in reward_funcs):
+                raise ValueError(
+                    f"A reward function is named {OVERLONG_REWARD_NAME!r}, the name DAPOConfig.overlong_buffer_length "
+                    "gives the soft overlong punishment: rename yours or unset overlong_buffer_length."
+                )
             reward_funcs.append(
                 overlong_penalty_reward(
                     args.max_completion_length, args.overlong_buffer_length, args.overlong_penalty_factor
@@ -114,7 +119,8 @@ class DAPOTrainer(GRPOTrainer):
                 args = copy.copy(args)  # the caller's config stays as it was
                 args.reward_weights = [*args.reward_weights, 1.0]
             processing = kwargs.get("reward_processing_classes")
-            if isinstance(processing, list):
+            if processing is not None:
+                processing = processing if isinstance(processing, list) else [processing]
                 kwargs["reward_processing_classes"] = [*processing, None]
         super().__init__(model, reward_funcs, args, *pos, **kwargs)
 
@@ -221,6 +227,8 @@ class DAPOTrainer(GRPOTrainer):
         kl = None
         if self.beta != 0.0:
             kl = core.kl_penalty(logps, inputs["ref_per_token_logps"])
+            if self.args.use_bias_correction_kl:  # as TRL: importance-weight the KL of off-policy samples
+                kl = kl * torch.exp(torch.clamp(logps - old_logps, -core.MAX_LOG_RATIO, core.MAX_LOG_RATIO))
             loss_mat = loss_mat + self.beta * kl
 
         tokens, seqs = self._loss_normalizers(inputs, mask)
@@ -356,8 +364,9 @@ class DAPOTrainer(GRPOTrainer):
         return self.args.gradient_accumulation_steps % generate_every != 0
 
     def _new_prompt_stream(self) -> PromptStream:
-        # Its own seed: replacement prompts must not replay the main sampler's order.
-        return PromptStream(len(self.train_dataset), self.args.seed + 1, self.shuffle_dataset)
+        # Its own seed, and shuffled even with shuffle_dataset=False: replaying the main sampler's order would put the
+        # same prompts twice in one generation batch.
+        return PromptStream(len(self.train_dataset), self.args.seed + 1)
 
     def _stream_rows(self, n: int) -> list[dict]:
         """`n` fresh prompts, repeated `num_generations` times each (the layout of TRL's RepeatSampler)."""
@@ -559,11 +568,27 @@ class DAPOTrainer(GRPOTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        path = (
-            os.path.join(checkpoint, _STATE_FILE.format(rank=self.accelerator.process_index)) if checkpoint else None
+        if not checkpoint:
+            return
+        rank, processes = self.accelerator.process_index, self.accelerator.num_processes
+        path = os.path.join(checkpoint, _STATE_FILE.format(rank=rank))
+        if os.path.exists(path):
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if state.get("processes", processes) == processes:
+                self._load_dapo_state(state)
+                return
+        shared = os.path.join(checkpoint, _STATE_FILE.format(rank=0))
+        if not os.path.exists(shared):
+            return  # a checkpoint written without dynamic-sampling state (e.g. by GRPOTrainer)
+        # Written by a different number of processes: the per-rank buffered batch cannot be reused, so keep the
+        # state every rank shares (identical on all of them) and regenerate, like TRL does after a resume.
+        warnings.warn(
+            f"{checkpoint} was written by a different number of processes: resuming with the shared "
+            "dynamic-sampling state and a fresh generation batch (not bit-exact).",
+            stacklevel=2,
         )
-        if path is not None and os.path.exists(path):
-            self._load_dapo_state(torch.load(path, map_location="cpu", weights_only=False))
+        state = torch.load(shared, map_location="cpu", weights_only=False)
+        self._load_dapo_state({**state, "buffered_inputs": None, "window_counts": []})
 
     def _dapo_state(self) -> dict:
         """What a resumed run needs to continue exactly: the buffered generation batch (a checkpoint can fall
@@ -575,6 +600,7 @@ class DAPOTrainer(GRPOTrainer):
                 for batch in self._buffered_inputs
             ]
         return {
+            "processes": self.accelerator.num_processes,
             "step": self._step,
             "buffered_inputs": buffered,
             "window_counts": [counts.cpu() for counts in self._window_counts],
@@ -587,6 +613,7 @@ class DAPOTrainer(GRPOTrainer):
     def _load_dapo_state(self, state: dict) -> None:
         device = self.accelerator.device
         self._step = state["step"]
+        self._buffered_inputs = None
         if state["buffered_inputs"] is not None:
             self._buffered_inputs = [
                 {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -615,7 +642,9 @@ def _reward_problem(values, expected: int) -> str | None:
     if len(values) != expected:
         return f"returned {len(values)} values for {expected} completions"
     for row, value in enumerate(values):
-        if hasattr(value, "item") and getattr(value, "size", 1) in (1, ()):  # numpy / torch scalars
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        elif hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy scalars
             value = value.item()
         if value is None:
             continue
@@ -626,11 +655,17 @@ def _reward_problem(values, expected: int) -> str | None:
     return None
 
 
+def _ignore(*args, **kwargs) -> None:
+    return None
+
+
 def _failing_rows(func, prompts, completions, completion_ids, kwargs, limit: int = 10) -> list[int]:
     """Rows on which `func` raises when called one row at a time (the first `limit`)."""
     n, rows = len(prompts), []
     for i in range(n):
         one = {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in kwargs.items()}
+        # Diagnosis only: nothing it logs may reach the completions table or the metrics.
+        one.update({k: _ignore for k in ("log_extra", "log_metric") if k in one})
         try:
             func(prompts=[prompts[i]], completions=[completions[i]], completion_ids=[completion_ids[i]], **one)
         except Exception:  # noqa: BLE001

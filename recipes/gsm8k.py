@@ -268,3 +268,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    if torch.distributed.is_initialized():  # under torchrun: a clean exit instead of gloo aborting at shutdown
+        torch.distributed.destroy_process_group()

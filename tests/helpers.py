@@ -61,3 +61,15 @@ def load_recipe():
     sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+def run_and_shut_down(main, *args) -> None:
+    """Run a torchrun worker's `main`, then tear the process group down: left to interpreter exit, gloo's threads
+    sometimes abort the process ("terminate called without an active exception") after the work is done."""
+    import torch.distributed as dist
+
+    try:
+        main(*args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

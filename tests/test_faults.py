@@ -64,3 +64,34 @@ def test_checkpoint_written_before_a_failure_stays_usable(tiny_model_dir, tmp_pa
     )
     resumed.train(resume_from_checkpoint=str(tmp_path / checkpoints[-1]))
     assert resumed.state.global_step == 4
+
+
+def test_tensor_and_numpy_rewards_are_accepted(tiny_model_dir, tmp_path):
+    import numpy as np
+    import torch
+
+    def as_tensor(completions, **kwargs):
+        return torch.tensor([float(len(c) % 2) for c in completions])
+
+    def as_numpy(completions, **kwargs):
+        return [np.float32(len(c) % 3 == 0) for c in completions]
+
+    args = make_config(tmp_path, max_steps=1)
+    trainer = DAPOTrainer(
+        model=tiny_model_dir, reward_funcs=[as_tensor, as_numpy], args=args, train_dataset=kind_dataset()
+    )
+    trainer.train()
+    assert trainer.state.global_step == 1
+
+
+def test_row_by_row_diagnosis_logs_nothing(tiny_model_dir, tmp_path):
+    def logs_then_fails(completions, log_extra=None, **kwargs):
+        log_extra("note", ["x"] * len(completions))
+        if len(completions) > 1:  # fails on the batch, works row by row: the diagnosis calls it per row
+            raise RuntimeError("batch too large")
+        return [0.0] * len(completions)
+
+    trainer = build(tiny_model_dir, tmp_path, logs_then_fails)
+    with pytest.raises(RewardFunctionError, match="batch too large"):
+        trainer.train()
+    assert len(trainer._pending_extra_logs["note"]) == 8  # the one real call's column, none from the diagnosis

@@ -134,3 +134,36 @@ def test_dual_clip_metric_logged_only_when_on(dapo_trainer):
     plain = dapo_trainer()
     plain.compute_loss(plain.model, {**batch, "num_seqs_in_batch": torch.tensor(5.0)})
     assert "clip_ratio/dual_mean" not in plain._metrics["train"]
+
+
+def test_kl_term_with_bias_correction_equals_trl(tiny_model_dir, tmp_path):
+    """beta > 0 (not DAPO's default): the k3 KL term, importance-weighted as in TRL's default, matches TRL."""
+    common = dict(per_device_train_batch_size=8, num_generations=4, beta=0.04, use_cpu=True, bf16=False)
+    ours = DAPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=constant_reward,
+        args=make_config(tmp_path / "dapo", **common),
+        train_dataset=kind_dataset(8),
+    )
+    trl = GRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=constant_reward,
+        args=GRPOConfig(
+            output_dir=str(tmp_path / "grpo"), loss_type="dapo", epsilon_high=0.28, report_to="none", **common
+        ),
+        train_dataset=kind_dataset(8),
+    )
+    assert trl.args.use_bias_correction_kl and ours.args.use_bias_correction_kl
+    model = ours.model
+    model.train()
+    trl.model.train()
+    ours.current_gradient_accumulation_steps = trl.current_gradient_accumulation_steps = 1
+    batch = make_batch(model)
+    generator = torch.Generator().manual_seed(1)
+    batch["ref_per_token_logps"] = batch["old_per_token_logps"] + 0.2 * torch.randn(
+        batch["old_per_token_logps"].shape, generator=generator
+    )
+    trl_loss = trl._compute_loss(model, batch)
+    our_loss = ours.compute_loss(model, {**batch, "num_seqs_in_batch": torch.tensor(5.0)})
+    torch.testing.assert_close(our_loss, trl_loss, rtol=1e-6, atol=1e-7)
+    assert ours._metrics["train"]["kl"][-1] == pytest.approx(trl._metrics["train"]["kl"][-1], rel=1e-5)

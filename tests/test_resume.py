@@ -97,3 +97,39 @@ def test_sigkill_after_checkpoint_then_resume_matches(tiny_model_dir, tmp_path):
         assert e.keys() == g.keys()
         for key in e:
             assert math.isclose(e[key], g[key], rel_tol=1e-6, abs_tol=1e-7), (key, e, g)
+
+
+def test_resume_from_a_different_number_of_processes_keeps_shared_state(tiny_model_dir, tmp_path):
+    """A checkpoint whose state says it came from 2 processes: the buffered batch is dropped (it was rank 0's half),
+    the shared dynamic-sampling state is kept, and training goes on from a fresh generation batch."""
+    import torch
+
+    common = dict(max_steps=4, steps_per_generation=2, save_strategy="steps", save_steps=3, learning_rate=5e-3)
+    first = DAPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=kind_reward,
+        args=make_config(tmp_path / "a", **common),
+        train_dataset=kind_dataset(),
+    )
+    first.train()
+    checkpoint = tmp_path / "a" / "checkpoint-3"
+    state_file = checkpoint / "dapo_state_rank0.pt"
+    state = torch.load(state_file, weights_only=False)
+    assert state["processes"] == 1 and state["buffered_inputs"] is not None
+    torch.save({**state, "processes": 2}, state_file)
+
+    resumed = DAPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=kind_reward,
+        args=make_config(tmp_path / "b", **common),
+        train_dataset=kind_dataset(),
+    )
+    with pytest.warns(UserWarning, match="different number of processes"):
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 4
+    totals = [
+        e["dynamic_sampling/prompts_consumed_total"]
+        for e in resumed.state.log_history
+        if "dynamic_sampling/prompts_consumed_total" in e
+    ]
+    assert totals[-1] > state["prompts_total"]  # the shared counters were restored, then grew

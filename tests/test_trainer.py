@@ -236,3 +236,19 @@ def test_zero_variance_history_skips_degenerate_prompts(tiny_model_dir, tmp_path
     consumed = logged(trainer, "dynamic_sampling/prompts_consumed")
     generated = logged(trainer, "dynamic_sampling/groups_generated")
     assert consumed[-1] == generated[-1] + skipped[-1]  # every drawn prompt was either generated for or skipped
+
+
+def test_prompt_stream_is_shuffled_even_without_dataset_shuffling(tiny_model_dir, tmp_path):
+    args = make_config(tmp_path, shuffle_dataset=False)
+    trainer = DAPOTrainer(model=tiny_model_dir, reward_funcs=kind_reward, args=args, train_dataset=kind_dataset())
+    order = trainer._new_prompt_stream().take(16)
+    assert sorted(order) != order  # the dataloader walks 0, 1, 2, ... here: the stream must not replay it
+
+
+def test_user_reward_named_overlong_penalty_is_refused(tiny_model_dir, tmp_path):
+    def overlong_penalty(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    args = make_config(tmp_path, overlong_buffer_length=4)
+    with pytest.raises(ValueError, match="named 'overlong_penalty'"):
+        DAPOTrainer(model=tiny_model_dir, reward_funcs=overlong_penalty, args=args, train_dataset=kind_dataset())

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from datasets import Dataset
 
 from dapo_trl import DAPOTrainer
-from tests.helpers import make_config
+from tests.helpers import make_config, run_and_shut_down
 
 
 def reward(completions, kind, **kwargs):
@@ -121,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_shut_down(main)

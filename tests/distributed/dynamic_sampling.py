@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from dapo_trl import DAPOTrainer
 from dapo_trl.sampling import GroupPool
-from tests.helpers import make_config
+from tests.helpers import make_config, run_and_shut_down
 
 
 def reward(completions, kind, **kwargs):
@@ -76,4 +76,4 @@ def main(model_dir: str, out_prefix: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    run_and_shut_down(main, sys.argv[1], sys.argv[2])

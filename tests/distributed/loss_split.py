@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from dapo_trl import DAPOTrainer
 from dapo_trl.core import LOSS_AGG_MODES
-from tests.helpers import constant_reward, kind_dataset, make_config
+from tests.helpers import constant_reward, kind_dataset, make_config, run_and_shut_down
 from tests.test_loss import grads_of, make_batch
 
 
@@ -51,4 +51,4 @@ def main(model_dir: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    run_and_shut_down(main, sys.argv[1], sys.argv[2])

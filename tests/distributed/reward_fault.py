@@ -8,7 +8,7 @@ import torch.distributed as dist
 
 from dapo_trl import DAPOTrainer
 from dapo_trl.trainer import RewardFunctionError
-from tests.helpers import kind_dataset, make_config
+from tests.helpers import kind_dataset, make_config, run_and_shut_down
 
 
 def flaky(completions, **kwargs):
@@ -29,4 +29,4 @@ def main(model_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    run_and_shut_down(main, sys.argv[1])
