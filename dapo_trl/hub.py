@@ -27,7 +27,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 __all__ = ["DAPO_PAPER", "model_card", "push_folder", "save_for_hub"]
 
-# Fallback when the trainer is not a DAPOTrainer (its class attributes `_name` / `_paper` take precedence).
+# The paper DAPOTrainer cites (its `_paper`, used by TRL's model card too); the fallback for other trainers here.
 DAPO_PAPER = {
     "title": "DAPO: An Open-Source LLM Reinforcement Learning System at Scale",
     "id": "2503.14476",

@@ -19,6 +19,7 @@ from trl.trainer.utils import is_async_callable
 
 from . import core
 from .config import DAPOConfig
+from .hub import DAPO_PAPER
 from .rewards import OVERLONG_REWARD_NAME, overlong_penalty_reward
 from .sampling import GroupPool, PromptStream, RoundPlanner, RoundResult, ZeroVarianceHistory
 
@@ -79,18 +80,7 @@ class DAPOTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "dapo", "dapo-trl"]
     _name = "DAPO"
-    _paper = {
-        "title": "DAPO: An Open-Source LLM Reinforcement Learning System at Scale",
-        "id": "2503.14476",
-        "citation": (
-            "@article{yu2025dapo,\n"
-            "    title   = {{DAPO: An Open-Source LLM Reinforcement Learning System at Scale}},\n"
-            "    author  = {Qiying Yu and others},\n"
-            "    year    = 2025,\n"
-            "    journal = {arXiv preprint arXiv:2503.14476}\n"
-            "}"
-        ),
-    }
+    _paper = DAPO_PAPER
 
     def __init__(self, model, reward_funcs=None, args: DAPOConfig | None = None, *pos, **kwargs):
         if args is None:
