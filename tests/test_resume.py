@@ -25,12 +25,20 @@ KEYS = (
 )
 
 
-def history(trainer, after_step: int) -> list[dict]:
+def history(log_history: list[dict], after_step: int) -> list[dict]:
     return [
         {key: entry[key] for key in KEYS if entry.get(key) is not None}  # None: nothing to average that step
-        for entry in trainer.state.log_history
+        for entry in log_history
         if entry.get("step", 0) > after_step and "loss" in entry
     ]
+
+
+def assert_same_metrics(expected: list[dict], got: list[dict]) -> None:
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
+        assert e.keys() == g.keys()
+        for key in e:
+            assert math.isclose(e[key], g[key], rel_tol=1e-6, abs_tol=1e-7), (key, e, g)
 
 
 @pytest.mark.parametrize("save_step", [2, 3])  # 3 falls between two generations (steps_per_generation=2)
@@ -59,12 +67,9 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, save_step):
     )
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{save_step}"))
 
-    expected, got = history(full, save_step), history(resumed, save_step)
+    expected, got = history(full.state.log_history, save_step), history(resumed.state.log_history, save_step)
     assert len(got) == 6 - save_step
-    for e, g in zip(expected, got):
-        assert e.keys() == g.keys()
-        for key in e:
-            assert math.isclose(e[key], g[key], rel_tol=1e-6, abs_tol=1e-7), (key, e, g)
+    assert_same_metrics(expected, got)
 
 
 @pytest.mark.slow
@@ -86,17 +91,11 @@ def test_sigkill_after_checkpoint_then_resume_matches(tiny_model_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     def after(path, step):
-        entries = json.loads((path / "log_history.json").read_text())
-        return [
-            {k: e[k] for k in KEYS if e.get(k) is not None} for e in entries if e.get("step", 0) > step and "loss" in e
-        ]
+        return history(json.loads((path / "log_history.json").read_text()), step)
 
     expected, got = after(tmp_path / "full", 3), after(tmp_path / "killed", 3)
     assert len(got) == 3 and len(expected) == 3
-    for e, g in zip(expected, got):
-        assert e.keys() == g.keys()
-        for key in e:
-            assert math.isclose(e[key], g[key], rel_tol=1e-6, abs_tol=1e-7), (key, e, g)
+    assert_same_metrics(expected, got)
 
 
 def test_resume_from_a_different_number_of_processes_keeps_shared_state(tiny_model_dir, tmp_path):
