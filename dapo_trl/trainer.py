@@ -172,7 +172,7 @@ class DAPOTrainer(GRPOTrainer):
         self._defer_logps = self._defer_logps_used = False
         self._last_rewards_per_func: torch.Tensor | None = None
         self._window_counts: list[torch.Tensor] = []
-        generate_every = args.steps_per_generation * self.num_iterations
+        generate_every = self._generate_every
         self._windows_aligned = generate_every % args.gradient_accumulation_steps == 0
         if not self._windows_aligned:
             warnings.warn(
@@ -269,7 +269,7 @@ class DAPOTrainer(GRPOTrainer):
     def _prepare_inputs(self, generation_batch):
         if not self.model.training:
             return super()._prepare_inputs(generation_batch)
-        generate_every = self.args.steps_per_generation * self.num_iterations
+        generate_every = self._generate_every
         regenerate = self._step % generate_every == 0 or self._buffered_inputs is None
         inputs = super()._prepare_inputs(generation_batch)
         if regenerate:
@@ -349,9 +349,14 @@ class DAPOTrainer(GRPOTrainer):
         return self.beta == 0.0 and not (self.use_vllm and self.vllm_importance_sampling_correction)
 
     @property
+    def _generate_every(self) -> int:
+        """Micro-steps between two generations (TRL: one generation batch serves steps_per_generation * num_iterations)."""
+        return self.args.steps_per_generation * self.num_iterations
+
+    @property
     def _needs_old_logps(self) -> bool:
-        generate_every = self.args.steps_per_generation * self.num_iterations
-        return self.args.gradient_accumulation_steps % generate_every != 0
+        # TRL's rule: old log-probs are needed unless every optimizer step starts with a fresh generation.
+        return self.args.gradient_accumulation_steps % self._generate_every != 0
 
     def _new_prompt_stream(self) -> PromptStream:
         # Its own seed, and shuffled even with shuffle_dataset=False: replaying the main sampler's order would put the
