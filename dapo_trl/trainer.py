@@ -116,9 +116,7 @@ class DAPOTrainer(GRPOTrainer):
 
         self._reward_errors: list[str] = []
         self.reward_funcs = [
-            self._guard_reward(func, name)
-            if callable(func) and not isinstance(func, nn.Module) and not is_async_callable(func)
-            else func
+            self._guard_reward(func, name) if callable(func) and not isinstance(func, nn.Module) else func
             for func, name in zip(self.reward_funcs, self.reward_func_names)
         ]
 
@@ -309,24 +307,40 @@ class DAPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _guard_reward(self, func, name: str):
-        """Wrap a reward function so that failures name the function, the process and the rows involved, and bad
-        outputs (wrong count, non-numbers, infinities) are rejected; `None` and NaN stay "unscorable" as in TRL."""
+        """Wrap a reward function (sync or async) so that failures name the function, the process and the rows
+        involved, and bad outputs (wrong count, non-numbers, infinities) are rejected; `None` and NaN stay
+        "unscorable" as in TRL. A failure returns `None` rows; `_calculate_rewards` then raises on every process."""
 
-        @functools.wraps(func)
-        def guarded(prompts=None, completions=None, completion_ids=None, **kwargs):
-            call = functools.partial(func, prompts=prompts, completions=completions, completion_ids=completion_ids)
-            try:
-                values = call(**kwargs)
-                problem = _reward_problem(values, len(prompts))
-            except Exception as error:  # noqa: BLE001 - reported below, on every process
-                rows = _failing_rows(func, prompts, completions, completion_ids, kwargs)
-                problem = f"raised {type(error).__name__}: {error}" + (f" (rows {rows})" if rows else "")
-            if problem is None:
-                return values
+        def report(problem: str, prompts) -> list[None]:
             where = f"process {self.accelerator.process_index}, step {self.state.global_step}"
             sample = repr(prompts[0])[:80] if prompts else ""
             self._reward_errors.append(f"Reward function {name!r} {problem} [{where}; first prompt: {sample}]")
             return [None] * len(prompts)
+
+        if is_async_callable(func):
+
+            @functools.wraps(func)
+            async def guarded_async(prompts=None, completions=None, completion_ids=None, **kwargs):
+                try:
+                    values = await func(
+                        prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs
+                    )
+                    problem = _reward_problem(values, len(prompts))
+                except Exception as error:  # noqa: BLE001 - reported on every process
+                    problem = f"raised {type(error).__name__}: {error}"  # no row-by-row retry of async calls
+                return values if problem is None else report(problem, prompts)
+
+            return guarded_async
+
+        @functools.wraps(func)
+        def guarded(prompts=None, completions=None, completion_ids=None, **kwargs):
+            try:
+                values = func(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+                problem = _reward_problem(values, len(prompts))
+            except Exception as error:  # noqa: BLE001 - reported on every process
+                rows = _failing_rows(func, prompts, completions, completion_ids, kwargs)
+                problem = f"raised {type(error).__name__}: {error}" + (f" (rows {rows})" if rows else "")
+            return values if problem is None else report(problem, prompts)
 
         return guarded
 

@@ -95,3 +95,18 @@ def test_row_by_row_diagnosis_logs_nothing(tiny_model_dir, tmp_path):
     with pytest.raises(RewardFunctionError, match="batch too large"):
         trainer.train()
     assert len(trainer._pending_extra_logs["note"]) == 8  # the one real call's column, none from the diagnosis
+
+
+def test_async_reward_errors_are_reported_too(tiny_model_dir, tmp_path):
+    async def remote_judge(completions, **kwargs):
+        raise TimeoutError("judge timed out")
+
+    async def async_ok(completions, **kwargs):
+        return [float(len(c) % 2) for c in completions]
+
+    trainer = build(tiny_model_dir, tmp_path, async_ok)
+    trainer.train()  # a working async reward still runs (through TRL's async path)
+    assert trainer.state.global_step == 1
+    trainer = build(tiny_model_dir, tmp_path / "failing", remote_judge)
+    with pytest.raises(RewardFunctionError, match="'remote_judge' raised TimeoutError: judge timed out"):
+        trainer.train()
