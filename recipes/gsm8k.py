@@ -109,6 +109,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, DAPOConf
     return parser.parse_args_and_config(argv)
 
 
+def go_offline() -> None:
+    """Offline mode for this process: huggingface_hub (telemetry included), transformers and datasets."""
+    import huggingface_hub
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hub (`HF_ENDPOINT`, default huggingface.co) answers within `timeout` seconds, offline mode unset."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
@@ -188,18 +196,20 @@ def prepare_tiny(script_args: ScriptArguments, training_args: DAPOConfig):
 def main(argv: list[str] | None = None) -> dict:
     script_args, training_args, model_args = parse_args(argv)
     start = time.perf_counter()
+    # We push ourselves, once, with our model card (transformers would create the repo at init and push its own).
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    if push and not training_args.hub_model_id:
+        sys.exit("--push_to_hub needs --hub_model_id (e.g. <user>/qwen2.5-0.5b-gsm8k-dapo).")
+
     if script_args.preset == "tiny":
+        if not push:
+            go_offline()  # nothing of the demo lives on the Hub: not even telemetry should try the network
         torch.set_num_threads(script_args.num_threads)  # tiny matmuls: more threads only add sync overhead
         model, tokenizer, train, test = prepare_tiny(script_args, training_args)
     elif model_args.model_name_or_path and script_args.dataset_name:
         model, tokenizer, train, test = load_hub_inputs(script_args, model_args)
     else:
         sys.exit("Pass --preset tiny (offline demo), or --model_name_or_path and --dataset_name (e.g. openai/gsm8k).")
-
-    # We push ourselves, once, with our model card (transformers would create the repo at init and push its own).
-    push, training_args.push_to_hub = training_args.push_to_hub, False
-    if push and not training_args.hub_model_id:
-        sys.exit("--push_to_hub needs --hub_model_id (e.g. <user>/qwen2.5-0.5b-gsm8k-dapo).")
 
     eval_tokens = script_args.eval_max_new_tokens or training_args.max_completion_length
     before = greedy_accuracy(model, tokenizer, test, max_new_tokens=eval_tokens)

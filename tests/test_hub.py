@@ -325,3 +325,22 @@ def test_recipe_trains_lora_and_pushes_adapter_with_card(fake_hub, monkeypatch, 
     card = files["README.md"].decode()
     assert "DAPO" in card and "2503.14476" in card and "held-out greedy accuracy after RL" in card
     assert all(FAKE_TOKEN.encode() not in content for content in files.values())
+
+
+def test_tiny_demo_touches_no_network_even_online(monkeypatch, tmp_path):
+    """The README's first command: with offline mode NOT set, the tiny preset still sends nothing anywhere."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("CI", raising=False)  # TRL skips its telemetry ping under CI: make sure it would try here
+    with only_loopback() as refused:
+        load_recipe().main(
+            [
+                "--preset", "tiny", "--output_dir", str(tmp_path), "--sft_steps", "2", "--max_steps", "1",
+                "--num_train_problems", "64", "--num_eval_problems", "4", "--max_completion_length", "16",
+                "--disable_tqdm", "true",
+            ]
+        )  # fmt: skip
+        time.sleep(0.5)  # give a telemetry thread, if any, the time to try
+    assert refused == []
