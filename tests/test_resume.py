@@ -33,6 +33,16 @@ def history(log_history: list[dict], after_step: int) -> list[dict]:
     ]
 
 
+def build(model_dir, output_dir, **overrides) -> DAPOTrainer:
+    """The trainer every resume test runs: the tiny model, the kind-tagged prompts, dynamic sampling on."""
+    return DAPOTrainer(
+        model=model_dir,
+        reward_funcs=kind_reward,
+        args=make_config(output_dir, **overrides),
+        train_dataset=kind_dataset(),
+    )
+
+
 def assert_same_metrics(expected: list[dict], got: list[dict]) -> None:
     assert len(got) == len(expected)
     for e, g in zip(expected, got):
@@ -51,20 +61,10 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, save_step):
         learning_rate=5e-3,
         skip_memory_metrics=True,
     )
-    full = DAPOTrainer(
-        model=tiny_model_dir,
-        reward_funcs=kind_reward,
-        args=make_config(tmp_path / "full", **common),
-        train_dataset=kind_dataset(),
-    )
+    full = build(tiny_model_dir, tmp_path / "full", **common)
     full.train()
 
-    resumed = DAPOTrainer(
-        model=tiny_model_dir,
-        reward_funcs=kind_reward,
-        args=make_config(tmp_path / "resumed", **common),
-        train_dataset=kind_dataset(),
-    )
+    resumed = build(tiny_model_dir, tmp_path / "resumed", **common)
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{save_step}"))
 
     expected, got = history(full.state.log_history, save_step), history(resumed.state.log_history, save_step)
@@ -104,12 +104,7 @@ def test_resume_from_a_different_number_of_processes_keeps_shared_state(tiny_mod
     import torch
 
     common = dict(max_steps=4, steps_per_generation=2, save_strategy="steps", save_steps=3, learning_rate=5e-3)
-    first = DAPOTrainer(
-        model=tiny_model_dir,
-        reward_funcs=kind_reward,
-        args=make_config(tmp_path / "a", **common),
-        train_dataset=kind_dataset(),
-    )
+    first = build(tiny_model_dir, tmp_path / "a", **common)
     first.train()
     checkpoint = tmp_path / "a" / "checkpoint-3"
     state_file = checkpoint / "dapo_state_rank0.pt"
@@ -117,12 +112,7 @@ def test_resume_from_a_different_number_of_processes_keeps_shared_state(tiny_mod
     assert state["processes"] == 1 and state["buffered_inputs"] is not None
     torch.save({**state, "processes": 2}, state_file)
 
-    resumed = DAPOTrainer(
-        model=tiny_model_dir,
-        reward_funcs=kind_reward,
-        args=make_config(tmp_path / "b", **common),
-        train_dataset=kind_dataset(),
-    )
+    resumed = build(tiny_model_dir, tmp_path / "b", **common)
     with pytest.warns(UserWarning, match="different number of processes"):
         resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.state.global_step == 4
