@@ -235,21 +235,6 @@ class DAPOConfig(GRPOConfig):
             self.dynamic_sampling_skip_zero_variance,
             "needs dynamic_sampling=True",
         )
-        # Kept groups come from several rounds and keep the advantages computed in their round: right for per-group
-        # normalization, wrong for batch-wide statistics that included the dropped groups.
-        if self.dynamic_sampling:
-            _check(
-                self.scale_rewards != "batch",
-                "scale_rewards",
-                self.scale_rewards,
-                "= 'batch' is not supported with dynamic_sampling (use 'group' or 'none')",
-            )
-            _check(
-                self.multi_objective_aggregation != "normalize_then_sum",
-                "multi_objective_aggregation",
-                self.multi_objective_aggregation,
-                "= 'normalize_then_sum' is not supported with dynamic_sampling (use 'sum_then_normalize')",
-            )
         _check(
             not self.dynamic_sampling_skip_zero_variance or self.dynamic_sampling_source == "new_prompts",
             "dynamic_sampling_skip_zero_variance",

@@ -213,3 +213,171 @@ def group_keep_mask(values: torch.Tensor, num_generations: int, atol: float = 1e
     enough = finite.sum(dim=1) >= 2
     spread = torch.where(enough, high - low, torch.zeros_like(high))
     return enough & (spread > atol)
+
+
+def nanstd(values: torch.Tensor, dim: int | None = None, keepdim: bool = False) -> torch.Tensor:
+    """Unbiased standard deviation ignoring NaNs (NaN with fewer than two values), as `trl.trainer.utils.nanstd`."""
+    mean = torch.nanmean(values, dim=dim, keepdim=True)
+    variance = torch.nanmean((values - mean) ** 2, dim=dim, keepdim=True)
+    count = (~torch.isnan(values)).sum(dim=dim, keepdim=True)
+    correction = torch.where(count > 1, count / (count - 1), torch.full_like(variance, math.nan))
+    std = torch.sqrt(variance * correction)
+    if keepdim:
+        return std
+    return std.squeeze(dim) if dim is not None else std.reshape(())
+
+
+def group_advantages(
+    rewards_per_func: torch.Tensor,
+    weights: torch.Tensor,
+    num_generations: int,
+    scale_rewards: str = "group",
+    aggregation: str = "sum_then_normalize",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Group-relative advantages of a batch of groups, TRL 1.16's formula (`GRPOTrainer._generate_and_score_completions`).
+
+    `sum_then_normalize`: weighted sum of the rewards, minus its group mean, divided by the group std (`"group"`),
+    the batch std (`"batch"`) or nothing (`"none"`), with TRL's `1e-4`. `normalize_then_sum`: each reward normalized
+    in its group, weighted sum, then normalized over the batch. Rows whose rewards are all NaN (unscorable) get 0.
+
+    Args:
+        rewards_per_func (`torch.Tensor`): `(N, F)` rewards, `N = groups * num_generations`, groups contiguous.
+        weights (`torch.Tensor`): `(F,)` reward weights.
+        num_generations (`int`): group size.
+        scale_rewards (`str`): `"group"`, `"batch"` or `"none"`.
+        aggregation (`str`): `"sum_then_normalize"` or `"normalize_then_sum"`.
+
+    Returns:
+        `(advantages, is_std_zero)`, both `(N,)`; `is_std_zero` is TRL's logging flag.
+
+    Example:
+    ```python
+    >>> adv, zero = group_advantages(torch.tensor([[1.0], [0.0], [1.0], [1.0]]), torch.ones(1), 2)
+    >>> adv.tolist(), zero.tolist()
+    ([0.7070..., -0.7070..., 0.0, 0.0], [False, False, True, True])
+
+    ```
+    """
+    weights = weights.to(rewards_per_func)
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+    if aggregation == "normalize_then_sum":
+        grouped = rewards_per_func.view(-1, num_generations, rewards_per_func.size(1))
+        std_k = nanstd(grouped, dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(grouped[:, :1])
+        reward_k = (grouped - torch.nanmean(grouped, dim=1, keepdim=True)) / (std_k + 1e-4)
+        rewards = (reward_k.view(-1, rewards_per_func.size(1)) * weights).nansum(dim=1)
+        rewards[unscorable] = math.nan
+        std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+        advantages = (rewards - torch.nanmean(rewards)) / (std + 1e-4)
+    elif aggregation == "sum_then_normalize":
+        rewards = (rewards_per_func * weights).nansum(dim=1)
+        rewards[unscorable] = math.nan
+        mean = torch.nanmean(rewards.view(-1, num_generations), dim=1).repeat_interleave(num_generations)
+        if scale_rewards == "batch":
+            std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+        elif scale_rewards in ("group", "none"):
+            std = nanstd(rewards.view(-1, num_generations), dim=1).repeat_interleave(num_generations)
+        else:
+            raise ValueError(f"scale_rewards={scale_rewards!r}: expected 'group', 'batch' or 'none'.")
+        advantages = rewards - mean
+        if scale_rewards != "none":
+            advantages = advantages / (std + 1e-4)
+    else:
+        raise ValueError(f"aggregation={aggregation!r}: expected 'sum_then_normalize' or 'normalize_then_sum'.")
+    is_std_zero = torch.isclose(std, torch.zeros_like(std))
+    return torch.nan_to_num(advantages, nan=0.0), is_std_zero
+
+
+def group_carries_gradient(
+    rewards_per_func: torch.Tensor,
+    weights: torch.Tensor,
+    reaches_loss: torch.Tensor,
+    num_generations: int,
+    aggregation: str = "sum_then_normalize",
+    atol: float = 1e-6,
+) -> torch.Tensor:
+    """
+    Which groups give a gradient: at least one row that reaches the loss has a group-relative advantage that is not 0.
+
+    A group can pass the filter (its accuracy varies) and still carry nothing: with 0/1 accuracy and the soft overlong
+    punishment, a group whose only correct completion was truncated has equal total rewards, and the truncated row is
+    masked. The group-relative part is computed without scaling, so the answer does not depend on the batch.
+
+    Args:
+        rewards_per_func (`torch.Tensor`): `(N, F)` rewards, groups contiguous.
+        weights (`torch.Tensor`): `(F,)` reward weights.
+        reaches_loss (`torch.Tensor`): `(N,)` bool, rows with at least one loss token.
+        num_generations (`int`): group size.
+        aggregation (`str`): as in [`group_advantages`].
+        atol (`float`): advantages within `atol` of 0 count as 0.
+
+    Returns:
+        `(N / num_generations,)` bool.
+
+    Example:
+    ```python
+    >>> rewards = torch.tensor([[1.0, -1.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # accuracy, overlong penalty
+    >>> group_carries_gradient(rewards, torch.ones(2), torch.tensor([False, True, True, True]), 2).tolist()
+    [False, True]
+
+    ```
+    """
+    if aggregation == "normalize_then_sum":  # group-relative part: the combined normalized reward minus its group mean
+        grouped = rewards_per_func.view(-1, num_generations, rewards_per_func.size(1))
+        std_k = nanstd(grouped, dim=1, keepdim=True)
+        combined = (
+            ((grouped - torch.nanmean(grouped, dim=1, keepdim=True)) / (std_k + 1e-4)) * weights.to(grouped)
+        ).nansum(2)
+        signal = combined - combined.mean(dim=1, keepdim=True)
+    else:
+        signal = group_advantages(rewards_per_func, weights, num_generations, "none", aggregation)[0]
+        signal = signal.view(-1, num_generations)
+    nonzero = (signal.abs() > atol) & reaches_loss.view(-1, num_generations).to(signal.device)
+    return nonzero.any(dim=1)
+
+
+def importance_sampling_ratio(
+    log_probs: torch.Tensor,
+    sampling_log_probs: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "sequence_mask",
+    clip_min: float | None = None,
+    clip_max: float | None = None,
+) -> torch.Tensor:
+    """
+    Sampler/trainer mismatch correction (vLLM), TRL 1.16's formula: `exp(log_probs - sampling_log_probs)` per token
+    (`token_*`) or summed per sequence (`sequence_*`), clamped (`*_truncate`) or zeroed outside `[clip_min, clip_max]`
+    (`*_mask`). Masked tokens and NaN sampling log-probs give a ratio of 1 (no correction).
+
+    Args:
+        log_probs (`torch.Tensor`): `(B, T)` log-probs of the trainer's policy (old log-probs).
+        sampling_log_probs (`torch.Tensor`): `(B, T)` log-probs reported by the sampler.
+        mask (`torch.Tensor`): `(B, T)` loss mask.
+        mode (`str`): `token_truncate`, `token_mask`, `sequence_truncate` or `sequence_mask`.
+        clip_min, clip_max (`float` or `None`): bounds (`None`: unbounded on that side).
+
+    Returns:
+        `(B, T)` for token modes, `(B, 1)` for sequence modes.
+
+    Example:
+    ```python
+    >>> lp, sp = torch.log(torch.tensor([[0.5, 0.5]])), torch.log(torch.tensor([[0.25, 0.5]]))
+    >>> importance_sampling_ratio(lp, sp, torch.ones(1, 2), "token_truncate", None, 1.5).tolist()
+    [[1.5, 1.0]]
+
+    ```
+    """
+    diff = torch.nan_to_num((log_probs - sampling_log_probs) * mask, nan=0.0)
+    if mode in ("sequence_mask", "sequence_truncate"):
+        diff = diff.sum(dim=-1, keepdim=True)
+    elif mode not in ("token_mask", "token_truncate"):
+        raise ValueError(
+            f"vllm_importance_sampling_mode={mode!r}: expected 'token_truncate', 'token_mask', 'sequence_truncate' "
+            "or 'sequence_mask'."
+        )
+    ratio = torch.exp(diff)
+    if mode.endswith("_truncate"):
+        return torch.clamp(ratio, min=clip_min, max=clip_max)
+    low = clip_min if clip_min is not None else -math.inf
+    high = clip_max if clip_max is not None else math.inf
+    return ratio.masked_fill((ratio < low) | (ratio > high), 0.0)

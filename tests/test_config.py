@@ -20,8 +20,6 @@ def make(tmp_path, **kwargs) -> DAPOConfig:
 INVALID = [
     ("dynamic_sampling_max_oversample", {"dynamic_sampling_max_oversample": float("inf")}),
     ("dynamic_sampling_skip_zero_variance", {"dynamic_sampling_skip_zero_variance": True, "dynamic_sampling": False}),
-    ("scale_rewards", {"scale_rewards": "batch"}),  # batch statistics would include the dropped groups
-    ("multi_objective_aggregation", {"multi_objective_aggregation": "normalize_then_sum"}),
     ("epsilon", {"epsilon": -0.1}),
     ("epsilon", {"epsilon": 1.0}),
     ("epsilon", {"epsilon": 1.5}),
@@ -115,8 +113,8 @@ VALID = [
     {"max_num_gen_batches": -1},
     {"max_num_gen_batches": 1},
     {"dynamic_sampling_skip_zero_variance": True, "dynamic_sampling_skip_explore": 0.0},
-    {"scale_rewards": "batch", "dynamic_sampling": False},  # fine without dynamic sampling
-    {"multi_objective_aggregation": "normalize_then_sum", "dynamic_sampling": False},
+    {"scale_rewards": "batch"},  # advantages are computed after assembly, on the trained batch
+    {"multi_objective_aggregation": "normalize_then_sum"},
     {"dynamic_sampling_at_cap": "raise"},
     {"overlong_buffer_length": 1, "max_completion_length": 64},
     {"overlong_buffer_length": 63, "max_completion_length": 64},
