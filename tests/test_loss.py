@@ -7,7 +7,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from dapo_trl import DAPOTrainer
 from dapo_trl.core import LOSS_AGG_MODES, LOSS_TYPES
-from tests.helpers import constant_reward, kind_dataset, make_config
+from tests.helpers import constant_reward, kind_dataset, logged, make_config
 
 
 def make_batch(model, batch_size=6, prompt_len=5, completion_len=7, seed=0, off_policy=0.3, empty_row=True):
@@ -376,3 +376,60 @@ def test_dual_clip_combines_with_other_clip_loss_types(dapo_trainer):
         dual_loss = dual.compute_loss(dual.model, {**batch, **window})
         assert dual._metrics["train"]["clip_ratio/dual_mean"][-1] > 0
         assert dual_loss.item() < plain_loss.item()  # the dual clip only lowers negative-advantage losses
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Mixture-of-Experts: the router load-balancing loss
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_moe_dir(tmp_path_factory):
+    from dapo_trl.testing import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-moe"), moe=True)
+
+
+def test_moe_aux_loss_in_gradient_and_logged_as_trl(tiny_moe_dir, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_moe_dir)
+    ours, trl = build_pair(tiny_moe_dir, tmp_path, {}, model=model)
+    assert ours.aux_loss_enabled and ours.router_aux_loss_coef == 0.01
+    batch = make_batch(model, off_policy=0.5)
+    (our_loss, our_grads), (trl_loss, trl_grads) = run_both(ours, trl, batch)
+    torch.testing.assert_close(our_loss, trl_loss, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(our_grads, trl_grads, rtol=1e-5, atol=1e-7)
+    assert ours._metrics["train"]["aux_loss"] == pytest.approx(trl._metrics["train"]["aux_loss"], rel=1e-6)
+
+    # Without the router loss (router_aux_loss_coef=0), the loss drops by coef * aux_loss and the router weights get
+    # another gradient.
+    without = DAPOTrainer(
+        model=model,
+        reward_funcs=constant_reward,
+        args=make_config(tmp_path / "no-aux", router_aux_loss_coef=0.0, **COMMON),
+        train_dataset=kind_dataset(8),
+    )
+    without.current_gradient_accumulation_steps = 1
+    assert not without.aux_loss_enabled
+    gates = [p for name, p in model.named_parameters() if "mlp.gate." in name]
+    assert gates
+    model.zero_grad()
+    loss_without = without.compute_loss(model, {**batch, "num_seqs_in_batch": torch.tensor(5.0)})
+    loss_without.backward()
+    gate_grads_without = torch.cat([p.grad.flatten() for p in gates])
+    aux = ours._metrics["train"]["aux_loss"][-1]
+    assert our_loss.item() - loss_without.item() == pytest.approx(0.01 * aux, rel=1e-4)
+    model.zero_grad()
+    ours.compute_loss(model, {**batch, "num_seqs_in_batch": torch.tensor(5.0)}).backward()
+    gate_grads = torch.cat([p.grad.flatten() for p in gates])
+    assert (gate_grads - gate_grads_without).norm() > 1e-3 * gate_grads.norm()
+    assert "aux_loss" not in without._metrics["train"]
+
+
+def test_moe_training_logs_aux_loss(tiny_moe_dir, tmp_path):
+    from tests.helpers import kind_reward
+
+    args = make_config(tmp_path, max_steps=2, **COMMON)
+    trainer = DAPOTrainer(model=tiny_moe_dir, reward_funcs=kind_reward, args=args, train_dataset=kind_dataset(32))
+    trainer.train()
+    values = logged(trainer, "aux_loss")
+    assert len(values) == 2 and all(v > 0 for v in values)
