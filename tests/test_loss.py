@@ -433,3 +433,54 @@ def test_moe_training_logs_aux_loss(tiny_moe_dir, tmp_path):
     trainer.train()
     values = logged(trainer, "aux_loss")
     assert len(values) == 2 and all(v > 0 for v in values)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Liger: in TRL 1.16, use_liger_kernel only patches the model's layers (transformers' apply_liger_kernel); the loss is
+# computed as without it. liger-kernel (Triton) is not installed here: the delegation and the failure are tested.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_liger_kernel_delegates_to_trl_and_transformers(tiny_model_dir, tmp_path, monkeypatch):
+    import transformers.trainer
+
+    calls = []
+    monkeypatch.setattr(transformers.trainer, "apply_liger_kernel", lambda model, config: calls.append(config))
+    args = make_config(tmp_path, use_liger_kernel=True, max_steps=1, dynamic_sampling=False, **COMMON)
+    with pytest.warns(FutureWarning, match="use_liger_kernel"):  # TRL's own deprecation warning
+        trainer = DAPOTrainer(
+            model=tiny_model_dir, reward_funcs=constant_reward, args=args, train_dataset=kind_dataset(8)
+        )
+    trainer.train()
+    # TRL keeps Liger's fused cross-entropy off (it would replace the fused LM head the loss reads).
+    assert calls == [{"fused_linear_cross_entropy": False}]
+    assert logged(trainer, "entropy")
+
+
+def test_liger_kernel_refusals_and_missing_package_as_trl(tiny_model_dir, tmp_path):
+    import importlib.util
+
+    errors = {}
+    for name, config_cls, trainer_cls in (("dapo", make_config, DAPOTrainer), ("trl", None, GRPOTrainer)):
+        kwargs = dict(use_liger_kernel=True, max_steps=1, **COMMON)
+        if config_cls is None:
+            args = GRPOConfig(output_dir=str(tmp_path / name), report_to="none", **kwargs)
+        else:
+            args = make_config(tmp_path / name, dynamic_sampling=False, **kwargs)
+        trainer = trainer_cls(
+            model=tiny_model_dir, reward_funcs=constant_reward, args=args, train_dataset=kind_dataset(8)
+        )
+        if importlib.util.find_spec("liger_kernel") is None:
+            with pytest.raises(ImportError) as excinfo:
+                trainer.train()
+            errors[name] = str(excinfo.value)
+    assert errors.get("dapo") == errors.get("trl")
+    with pytest.raises(ValueError, match="fused_linear_cross_entropy"):
+        DAPOTrainer(
+            model=tiny_model_dir,
+            reward_funcs=constant_reward,
+            args=make_config(
+                tmp_path / "fused", use_liger_kernel=True, liger_kernel_config={"fused_linear_cross_entropy": True}
+            ),
+            train_dataset=kind_dataset(8),
+        )
