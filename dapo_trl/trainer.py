@@ -52,9 +52,10 @@ class DAPOTrainer(GRPOTrainer):
     A drop-in for [`~trl.GRPOTrainer`] (same arguments: model id or object, reward functions with weights,
     `peft_config`, eval dataset, callbacks, ...) that takes a [`DAPOConfig`] and changes two things:
 
-    - **the loss** ([`compute_loss`]): asymmetric clip-higher surrogate ([`dapo_trl.core.policy_loss`]), optional
-      dual-clip, and aggregation ([`dapo_trl.core.aggregate_loss`]) over every loss token of the optimizer step:
-      all gradient-accumulation micro-batches and all processes, counted exactly per step;
+    - **the loss** ([`compute_loss`]): TRL's loss for every `loss_type` and option (clip-higher surrogate
+      [`dapo_trl.core.policy_loss`] with optional dual-clip, CISPO, SAPO, VESPO, GSPO, masks, entropy bonus, MoE
+      router loss), aggregated ([`dapo_trl.core.aggregate_loss`]) over the whole optimizer step: all
+      gradient-accumulation micro-batches and all processes, counted exactly per step;
     - **the generation step**: dynamic sampling drops groups whose filter values are all equal and refills the
       generation batch with more groups (decided on the gathered rewards, identically on every rank, then
       rebalanced so every rank holds the same number of rows); old log-probs are computed for kept groups only;
