@@ -248,7 +248,16 @@ def vespo_weights(
     VESPO's `(B, 1)` gamma weights `phi(w) = exp(lambda) * w^k * exp(-lambda * w)` (`phi(1) = 1`, no gradient) of the
     sequence importance weight `w = exp(sum_t log_ratio)` (times vLLM's correction when given), with `(k, lambda)`
     chosen by the sign of the advantage (`A >= 0`: the `_pos` pair). Computed in log space, `log w` clamped to
-    `[log 1e-8, 20]`.
+    `[log 1e-8, 20]`. Shapes: advantages `(B, 1)`, log_ratio, mask and importance_sampling_ratio `(B, T)`.
+
+    Example:
+    ```python
+    >>> log_ratio = torch.tensor([[0.0, 0.0], [0.5, 0.5]])  # w = 1 and w = e
+    >>> vespo_weights(torch.ones(2, 1), log_ratio, torch.ones(2, 2))  # e^3 * e^2 * e^(-3e) for the second
+    tensor([[1.0000],
+            [0.0426]])
+
+    ```
     """
     floor = math.log(1e-8)
     seq_log_w = (torch.clamp(log_ratio, -MAX_LOG_RATIO, MAX_LOG_RATIO) * mask).sum(-1, keepdim=True)

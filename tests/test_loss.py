@@ -142,9 +142,23 @@ def test_dual_clip_metric_logged_only_when_on(dapo_trainer):
     assert "clip_ratio/dual_mean" not in plain._metrics["train"]
 
 
-def test_kl_term_with_bias_correction_equals_trl(tiny_model_dir, tmp_path):
-    """beta > 0 (not DAPO's default): the k3 KL term, importance-weighted as in TRL's default, matches TRL."""
-    common = dict(per_device_train_batch_size=8, num_generations=4, beta=0.04, use_cpu=True, bf16=False)
+@pytest.mark.parametrize(
+    "bias_correction,level",
+    [(True, "token"), (False, "token"), (True, "sequence")],
+    ids=["token", "plain", "sequence"],
+)
+def test_kl_term_with_bias_correction_equals_trl(tiny_model_dir, tmp_path, bias_correction, level):
+    """beta > 0 (not DAPO's default): the k3 KL term, importance-weighted as in TRL's default (per token or per
+    sequence, with importance_sampling_level) or not, matches TRL."""
+    common = dict(
+        per_device_train_batch_size=8,
+        num_generations=4,
+        beta=0.04,
+        use_cpu=True,
+        bf16=False,
+        use_bias_correction_kl=bias_correction,
+        importance_sampling_level=level,
+    )
     ours = DAPOTrainer(
         model=tiny_model_dir,
         reward_funcs=constant_reward,
@@ -159,7 +173,7 @@ def test_kl_term_with_bias_correction_equals_trl(tiny_model_dir, tmp_path):
         ),
         train_dataset=kind_dataset(8),
     )
-    assert trl.args.use_bias_correction_kl and ours.args.use_bias_correction_kl
+    assert trl.args.use_bias_correction_kl == ours.args.use_bias_correction_kl == bias_correction
     model = ours.model
     model.train()
     trl.model.train()
