@@ -63,9 +63,10 @@ class DAPOTrainer(GRPOTrainer):
     A drop-in for [`~trl.GRPOTrainer`] (same arguments: model id or object, reward functions with weights,
     `peft_config`, eval dataset, callbacks, ...) that takes a [`DAPOConfig`] and changes two things:
 
-    - **the loss** ([`compute_loss`]): asymmetric clip-higher surrogate ([`dapo_trl.core.policy_loss`]), optional
-      dual-clip, and aggregation ([`dapo_trl.core.aggregate_loss`]) over every loss token of the optimizer step:
-      all gradient-accumulation micro-batches and all processes, counted exactly per step;
+    - **the loss** ([`compute_loss`]): TRL's loss for every `loss_type` and option (clip-higher surrogate
+      [`dapo_trl.core.policy_loss`] with optional dual-clip, CISPO, SAPO, VESPO, GSPO, masks, entropy bonus, MoE
+      router loss), aggregated ([`dapo_trl.core.aggregate_loss`]) over the whole optimizer step: all
+      gradient-accumulation micro-batches and all processes, counted exactly per step;
     - **the generation step**: dynamic sampling drops groups whose filter values are all equal and refills the
       generation batch with more groups (decided on the gathered rewards, identically on every rank, then
       rebalanced so every rank holds the same number of rows); old log-probs are computed for kept groups only;
@@ -187,8 +188,10 @@ class DAPOTrainer(GRPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """
-        DAPO loss of one micro-batch, normalized so that the micro-batches of an optimizer step (over gradient
-        accumulation and processes) add up to the loss of the whole step.
+        Loss of one micro-batch: TRL's per-token loss for `args.loss_type` (a [`dapo_trl.core.POLICY_LOSSES`] entry,
+        with the off-policy and high-entropy masks and the KL term), aggregated with `args.loss_agg_mode` over the
+        optimizer step so that its micro-batches (over gradient accumulation and processes) add up to the loss of the
+        whole step; then TRL's entropy bonus and MoE router loss.
         """
         if return_outputs:
             raise ValueError("DAPOTrainer does not support returning outputs")
@@ -210,19 +213,16 @@ class DAPOTrainer(GRPOTrainer):
         old_logps = inputs.get("old_per_token_logps")
         # On-policy (one update per generation), TRL skips the old log-probs: the ratio is exactly 1.
         old_logps = logps.detach() if old_logps is None else old_logps
-        loss_mat, clip_metrics = core.policy_loss(
-            logps, old_logps, inputs["advantages"], mask, self.epsilon_low, self.epsilon_high, self.args.clip_ratio_c
-        )
-        if "importance_sampling_ratio" in inputs:  # vLLM sampler/trainer mismatch correction
-            loss_mat = loss_mat * inputs["importance_sampling_ratio"]
+        loss_mat, metrics, entropy_mask = self._per_token_loss(inputs, logps, old_logps, entropies, mask)
         kl = None
         if self.beta != 0.0:
             kl = core.kl_penalty(logps, inputs["ref_per_token_logps"])
-            if self.args.use_bias_correction_kl:  # as TRL: importance-weight the KL of off-policy samples
-                kl = kl * torch.exp(torch.clamp(logps - old_logps, -core.MAX_LOG_RATIO, core.MAX_LOG_RATIO))
+            if self.args.use_bias_correction_kl:  # as TRL: importance-weight the KL (at the sampling level)
+                level = self.args.importance_sampling_level
+                kl = kl * torch.exp(core.importance_log_weights(logps, old_logps, mask, level))
             loss_mat = loss_mat + self.beta * kl
 
-        tokens, seqs = self._loss_normalizers(inputs, mask)
+        tokens, seqs, rows = self._loss_normalizers(inputs, mask)
         processes = self.accelerator.num_processes
         loss = core.aggregate_loss(
             loss_mat,
@@ -230,28 +230,131 @@ class DAPOTrainer(GRPOTrainer):
             self.args.loss_agg_mode,
             num_tokens=tokens / processes,
             num_seqs=seqs / processes,
-            seq_len=self.max_completion_length / processes,
+            seq_len=self.max_completion_length,
+            num_rows=rows / processes,
         )
-        if aux_loss is not None:
+        if self._entropy_bonus_enabled:
+            loss = loss - self._entropy_bonus(mode, entropies, mask, entropy_mask, tokens / processes)
+        if aux_loss is not None:  # MoE load balancing, as TRL: scaled for accumulation, logged per micro-batch
             accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
             loss = loss + self.router_aux_loss_coef * aux_loss / accumulation
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
-        self._log_loss_metrics(mode, loss_mat, entropies, clip_metrics, kl, mask)
+        self._log_loss_metrics(mode, loss_mat, entropies, metrics, kl, mask)
         return loss
 
-    def _loss_normalizers(self, inputs, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """Global (tokens, sequences) of the loss: the optimizer step's in training, this batch's in eval."""
-        if "num_seqs_in_batch" in inputs:
-            return inputs["num_items_in_batch"], inputs["num_seqs_in_batch"]
-        local = torch.stack([mask.sum(), (mask.sum(-1) > 0).sum()]).float()
-        total = self.accelerator.reduce(local, reduction="sum")
-        return total[0], total[1]
+    def _per_token_loss(self, inputs, logps, old_logps, entropies, mask):
+        """`(B, T)` policy loss of `loss_type` with TRL's off-policy sequence mask and high-entropy token mask."""
+        args = self.args
+        advantages = inputs["advantages"]
+        surrogate = core.LOSS_TYPES[args.loss_type][0]
+        loss_mat, metrics = core.POLICY_LOSSES[surrogate](
+            logps,
+            old_logps,
+            advantages,
+            mask,
+            importance_sampling_ratio=inputs.get("importance_sampling_ratio"),  # vLLM's correction, when on
+            **self._policy_loss_options(surrogate),
+        )
+        if args.off_policy_mask_threshold is not None:
+            sampling_logps = inputs.get("sampling_per_token_logps", old_logps)  # the sampler's (vLLM), as TRL
+            threshold = args.off_policy_mask_threshold
+            loss_mat = loss_mat * core.off_policy_sequence_mask(advantages, logps, sampling_logps, mask, threshold)
+        entropy_mask = None
+        if args.top_entropy_quantile < 1.0:
+            # The quantile is over the loss tokens of every process, as TRL's (-1e9 marks padding).
+            pool = self.accelerator.pad_across_processes(entropies[mask.bool()].float(), dim=0, pad_index=-1e9)
+            pool = self.accelerator.gather(pool)
+            pool = pool[pool != -1e9]
+            entropy_mask = core.high_entropy_mask(entropies, mask, args.top_entropy_quantile, pool=pool)
+            loss_mat = loss_mat * entropy_mask
+        return loss_mat, metrics, entropy_mask
 
-    def _log_loss_metrics(self, mode, loss_mat, entropies, clip_metrics, kl, mask):
+    def _policy_loss_options(self, surrogate: str) -> dict:
+        """The config values the policy loss `surrogate` reads (the others are refused by `DAPOConfig`)."""
+        args = self.args
+        level = {"importance_sampling_level": args.importance_sampling_level}
+        if surrogate == "clip":
+            clip = {"epsilon_low": self.epsilon_low, "epsilon_high": self.epsilon_high, "delta": args.delta}
+            return {**clip, "clip_ratio_c": args.clip_ratio_c, **level}
+        if surrogate == "cispo":
+            return {"epsilon_high": self.epsilon_high, **level}
+        if surrogate == "sapo":
+            return {
+                "temperature_pos": args.sapo_temperature_pos,
+                "temperature_neg": args.sapo_temperature_neg,
+                **level,
+            }
+        # VESPO builds its own sequence-level weight
+        return {
+            "k_pos": args.vespo_k_pos,
+            "lambda_pos": args.vespo_lambda_pos,
+            "k_neg": args.vespo_k_neg,
+            "lambda_neg": args.vespo_lambda_neg,
+        }
+
+    def _entropy_bonus(self, mode, entropies, mask, entropy_mask, num_tokens):
+        """
+        `coef * H` (objective `L - coef * H`, TRL's `entropy_coef`), H the mean entropy of the loss tokens. Without
+        `top_entropy_quantile`, H is the token mean over the optimizer step, counted exactly like the loss; with it,
+        the selected tokens are known per micro-batch only, so H is the micro-batch mean over the accumulation steps,
+        as TRL. With `use_adaptive_entropy`, TRL's Skywork-OR1 controller (state kept in TRL's attributes, so TRL's
+        checkpoint code saves it).
+        """
+        if entropy_mask is None:
+            effective = mask.to(entropies.dtype)
+            entropy = core.aggregate_loss(entropies, effective, "token-mean", num_tokens=num_tokens)
+        else:
+            effective = (mask * entropy_mask).to(entropies.dtype)
+            accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
+            entropy = core.aggregate_loss(entropies, effective, "token-mean") / accumulation
+        coef = self.entropy_coef
+        if self.use_adaptive_entropy:
+            # The coefficient of the last step, on while the entropy is at or below the target.
+            coef = coef if self._last_world_entropy <= self.args.entropy_target else 0.0
+            if mode == "train":
+                self._update_entropy_control(entropies, effective)
+        if mode == "train" and self.accelerator.sync_gradients:
+            self._metrics[mode]["entropy_coef"].append(self.entropy_coef)
+        return coef * entropy
+
+    def _update_entropy_control(self, entropies, effective):
+        """Accumulate the step's entropy; at the optimizer-step boundary update `entropy_coef` from its global mean."""
+        stats = torch.stack([(entropies * effective).sum(), effective.sum()]).detach()
+        window = self._entropy_window_stats
+        self._entropy_window_stats = stats if window is None else window + stats
+        if not self.accelerator.sync_gradients:
+            return
+        total = self.accelerator.reduce(self._entropy_window_stats, reduction="sum")
+        world_entropy = (total[0] / total[1].clamp(min=1.0)).item()
+        args = self.args
+        self.entropy_coef = core.adaptive_entropy_coef(
+            self.entropy_coef,
+            world_entropy,
+            args.entropy_target,
+            args.entropy_coef_delta,
+            args.entropy_coef_min,
+            args.entropy_coef_max,
+        )
+        self._last_world_entropy = world_entropy
+        self._entropy_window_stats = None
+
+    def _loss_normalizers(self, inputs, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+        """Global (tokens, sequences, rows) of the loss: the optimizer step's in training, this batch's in eval."""
+        if "num_seqs_in_batch" in inputs:
+            # Every micro-batch of a step has the same number of rows (TRL splits the generation batch evenly).
+            steps, processes = self.current_gradient_accumulation_steps, self.accelerator.num_processes
+            rows = inputs.get("num_rows_in_batch", mask.size(0) * steps * processes)
+            return inputs["num_items_in_batch"], inputs["num_seqs_in_batch"], rows
+        local = torch.stack([mask.sum(), (mask.sum(-1) > 0).sum(), mask.new_tensor(mask.size(0))]).float()
+        total = self.accelerator.reduce(local, reduction="sum")
+        return total[0], total[1], total[2]
+
+    def _log_loss_metrics(self, mode, loss_mat, entropies, loss_metrics, kl, mask):
         mask = mask.to(loss_mat.dtype)
         count = mask.sum()
         stats = [(loss_mat * mask).sum(), (entropies * mask).sum()]
-        stats += [frac * count for frac in clip_metrics.values()]  # fractions back to counts for a global mean
+        stats += [value * count for value in loss_metrics.values()]  # means back to sums for a global mean
         if kl is not None:
             stats.append((kl * mask).sum())
         stats = torch.stack([*stats, count]).detach().float()
@@ -259,7 +362,7 @@ class DAPOTrainer(GRPOTrainer):
         # No loss token anywhere (e.g. every completion truncated and masked): NaN, which TRL's `log` leaves out of
         # its averages, rather than a 0 that reads like a real value.
         stats = (stats[:-1] / stats[-1]).tolist()
-        names = ["policy_loss", "entropy", *(f"{name}_mean" for name in clip_metrics)]
+        names = ["policy_loss", "entropy", *loss_metrics]
         if kl is not None:
             names.append("kl")
         for name, value in zip(names, stats):

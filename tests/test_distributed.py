@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dapo_trl.core import group_keep_mask
+from dapo_trl.core import LOSS_TYPES, group_keep_mask
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,9 @@ def test_gradient_invariant_to_process_split(tiny_model_dir, tmp_path):
     out = tmp_path / "loss.json"
     torchrun("loss_split.py", tiny_model_dir, str(out))
     results = json.loads(out.read_text())
-    assert set(results) == {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"}
+    assert {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"} <= set(results)
+    assert {f"loss_type={name}" for name in LOSS_TYPES} <= set(results)
+    assert {"entropy-mask+off-policy-mask", "gspo+delta+entropy-bonus"} <= set(results)
     for mode, result in results.items():
         assert result["processes"] == 2
         assert result["relative_error"] < 1e-6, (mode, result)
