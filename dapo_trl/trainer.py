@@ -67,10 +67,12 @@ class DAPOTrainer(GRPOTrainer):
       [`dapo_trl.core.policy_loss`] with optional dual-clip, CISPO, SAPO, VESPO, GSPO, masks, entropy bonus, MoE
       router loss), aggregated ([`dapo_trl.core.aggregate_loss`]) over the whole optimizer step: all
       gradient-accumulation micro-batches and all processes, counted exactly per step;
-    - **the generation step**: dynamic sampling drops groups whose filter values are all equal and refills the
-      generation batch with more groups (decided on the gathered rewards, identically on every rank, then
-      rebalanced so every rank holds the same number of rows); old log-probs are computed for kept groups only;
-      the soft overlong punishment is added as the `overlong_penalty` reward; truncated completions are masked.
+    - **the generation step**: dynamic sampling drops groups whose filter values are all equal (or whose rows that
+      reach the loss all have zero advantage) and refills the generation batch with more groups. The decision uses
+      gathered scalars only and is identical on every rank; rows stay on the rank that generated them and only the
+      rows a rank has no room for move, point to point. Advantages, old and reference log-probs and the vLLM
+      importance ratio are computed once, on the final local batch, for the trained rows only. The soft overlong
+      punishment is added as the `overlong_penalty` reward; truncated completions are masked.
 
     Example:
     ```python
