@@ -146,19 +146,9 @@ def build_tiny_model(
         intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        **special_token_ids(tokenizer),
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config).to(dtype)
-    model.generation_config = GenerationConfig(
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    return model
+    return instantiate(Qwen2ForCausalLM, config, tokenizer, seed, dtype)
 
 
 def build_tiny_moe_model(
@@ -201,18 +191,29 @@ def build_tiny_moe_model(
         router_aux_loss_coef=router_aux_loss_coef,
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        **special_token_ids(tokenizer),
     )
+    return instantiate(Qwen3MoeForCausalLM, config, tokenizer, seed, dtype)
+
+
+def special_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The tokenizer's pad/EOS/BOS ids, as model and generation configs take them."""
+    return {
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+
+
+def instantiate(model_class, config, tokenizer: PreTrainedTokenizerFast, seed: int = 0, dtype=torch.float32):
+    """
+    `model_class(config)` with weights drawn from `seed` (the global torch RNG state is left untouched) and a
+    generation config that stops at the tokenizer's EOS: how every tiny model here is made, any architecture.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen3MoeForCausalLM(config).to(dtype)
-    model.generation_config = GenerationConfig(
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
+        model = model_class(config).to(dtype)
+    model.generation_config = GenerationConfig(**special_token_ids(tokenizer))
     return model
 
 

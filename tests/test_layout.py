@@ -9,7 +9,7 @@ from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from dapo_trl import DAPOTrainer
-from dapo_trl.testing import build_char_tokenizer
+from dapo_trl.testing import build_char_tokenizer, instantiate, special_token_ids
 from tests.helpers import logged, make_config
 
 
@@ -26,12 +26,9 @@ def gpt2_dir(tmp_path_factory):
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        **special_token_ids(tokenizer),
     )
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(config)
+    model = instantiate(GPT2LMHeadModel, config, tokenizer)
     path = tmp_path_factory.mktemp("gpt2")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
