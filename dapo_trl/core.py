@@ -560,8 +560,8 @@ def group_advantages(
     Example:
     ```python
     >>> adv, zero = group_advantages(torch.tensor([[1.0], [0.0], [1.0], [1.0]]), torch.ones(1), 2)
-    >>> adv.tolist(), zero.tolist()
-    ([0.7070..., -0.7070..., 0.0, 0.0], [False, False, True, True])
+    >>> [round(a, 4) for a in adv.tolist()], zero.tolist()
+    ([0.707, -0.707, 0.0, 0.0], [False, False, True, True])
 
     ```
     """

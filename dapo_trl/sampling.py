@@ -339,6 +339,44 @@ def assign_destinations(owners: list[int], loads: list[int], capacity: int) -> l
     return dest
 
 
+def choose_groups(owners: list[list[int]], loads: list[int], capacity: int, wanted: int) -> list[int]:
+    """
+    Which of a round's kept groups to train on when more were kept than are `wanted`: first, in generation order, the
+    groups whose rows all fit on the ranks that generated them, then the others in generation order. Every rank
+    computes the same choice; it depends on where groups were generated (prompts are shuffled over ranks), never on
+    their content or length, so it does not bias the batch the way taking the first finished groups would.
+
+    Args:
+        owners (`list[list[int]]`): for each kept group, the rank holding each of its rows.
+        loads (`list[int]`): rows each rank already holds for the final batch.
+        capacity (`int`): rows per rank in the final batch.
+        wanted (`int`): how many groups to choose.
+
+    Returns:
+        The chosen positions in `owners`, in generation order.
+
+    Example:
+    ```python
+    >>> choose_groups([[0, 0], [0, 0], [1, 1]], loads=[2, 0], capacity=4, wanted=2)  # rank 0 has room for one
+    [0, 2]
+
+    ```
+    """
+    if len(owners) <= wanted:
+        return list(range(len(owners)))
+    free = [capacity - load for load in loads]
+    home, away = [], []
+    for g, ranks in enumerate(owners):
+        need = {rank: ranks.count(rank) for rank in ranks}
+        if len(home) < wanted and all(free[rank] >= n for rank, n in need.items()):
+            home.append(g)
+            for rank, n in need.items():
+                free[rank] -= n
+        else:
+            away.append(g)
+    return sorted(home + away[: wanted - len(home)])
+
+
 def exchange_rows(
     outgoing: dict[int, dict[str, torch.Tensor]], incoming: dict[int, dict[str, tuple]], device
 ) -> dict[int, dict[str, torch.Tensor]]:

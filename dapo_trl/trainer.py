@@ -31,6 +31,7 @@ from .sampling import (
     RoundPlanner,
     ZeroVarianceHistory,
     assign_destinations,
+    choose_groups,
     exchange_rows,
     pad_cat,
 )
@@ -634,8 +635,11 @@ class DAPOTrainer(GRPOTrainer):
         # Held for the final batch plus the round in flight: dropped rows are freed when this round returns.
         state.peak_bytes = max(state.peak_bytes, state.held_bytes + _nbytes(_row_tensors(output)))
         state.peak_rows = max(state.peak_rows, len(state.held_index) + output["prompt_ids"].size(0))
-        new = [g for g, k in enumerate(keep.tolist()) if k][: state.target - state.chosen_groups]
-        chosen = [g * group + i for g in new for i in range(group)]
+        kept = [g for g, k in enumerate(keep.tolist()) if k]
+        per_rank = output["prompt_ids"].size(0)
+        owners = [[(g * group + i) // per_rank for i in range(group)] for g in kept]
+        picked = choose_groups(owners, state.loads, state.capacity, state.target - state.chosen_groups)
+        chosen = [kept[j] * group + i for j in picked for i in range(group)]
         self._place_rows(state, output, chosen, widths)
         state.chosen_rewards.append(rewards_per_func[chosen])
         state.table.extend(_table_rows(captured["logs"], chosen))

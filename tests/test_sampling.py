@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dapo_trl.sampling import GroupPool, PromptStream, RoundPlanner, assign_destinations, pad_cat
+from dapo_trl.sampling import GroupPool, PromptStream, RoundPlanner, assign_destinations, choose_groups, pad_cat
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -269,6 +269,33 @@ def test_assign_is_minimal_for_random_layouts():
         assert all(f <= capacity for f in final)
         overflow = sum(max(0, owners.count(k) - (capacity - loads[k])) for k in range(processes))
         assert sum(o != d for o, d in zip(owners, dest)) == overflow
+
+
+def test_choose_takes_everything_when_not_more_than_wanted():
+    assert choose_groups([[1, 1], [0, 0]], loads=[4, 4], capacity=4, wanted=2) == [0, 1]
+
+
+def test_choose_prefers_groups_that_fit_at_home_then_generation_order():
+    # ranks 0 and 1 are full, rank 2 has room for one group of 2: its group is taken first, then the earliest others
+    owners = [[0, 0], [1, 1], [2, 2], [2, 2], [0, 1]]
+    assert choose_groups(owners, loads=[4, 4, 2], capacity=4, wanted=1) == [2]
+    assert choose_groups(owners, loads=[4, 4, 2], capacity=4, wanted=3) == [0, 1, 2]
+    # a group spanning ranks fits only if each of its ranks has room for its rows there
+    assert choose_groups([[0, 1], [1, 1]], loads=[3, 2], capacity=4, wanted=1) == [0]
+    assert choose_groups([[0, 1], [1, 1]], loads=[4, 2], capacity=4, wanted=1) == [1]
+
+
+def test_choose_then_assign_moves_fewer_rows_than_generation_order():
+    # 4 ranks, 2 kept groups of 2 rows on each of ranks 0 and 1, none on 2 and 3, one each on 2 and 3 too
+    owners = [[0, 0], [0, 0], [1, 1], [1, 1], [2, 2], [3, 3]]
+    loads, capacity, wanted = [0, 0, 0, 0], 2, 4
+
+    def moves(picked):
+        rows = [rank for g in picked for rank in owners[g]]
+        return sum(o != d for o, d in zip(rows, assign_destinations(rows, loads, capacity)))
+
+    assert moves(choose_groups(owners, loads, capacity, wanted)) == 0
+    assert moves(list(range(wanted))) == 4  # the first four in generation order: ranks 0 and 1 overflow
 
 
 def test_assign_refuses_more_rows_than_room():
