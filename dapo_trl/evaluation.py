@@ -1,0 +1,178 @@
+"""Evaluation by generation: greedy or sampled completions of a prompt set, and AIME-style math metrics.
+
+[`evaluate_math`] reports what the DAPO paper reports on AIME 2024, avg@k (the mean accuracy of `k` sampled
+completions per problem, averaged over problems; the paper uses k = 32, temperature 1.0, top-p 0.7), together with
+pass@k (share of problems solved at least once in the `k` samples) and greedy pass@1, graded by
+[`dapo_trl.rewards.math_accuracy`]. Generation uses `model.generate` (no vLLM), shards the problems over processes
+(each runs the same number of `generate` calls, as ZeRO-3 requires) and gathers the results on every process.
+
+Example:
+```python
+>>> from dapo_trl.testing import build_char_tokenizer, build_tiny_model
+>>> from datasets import Dataset
+>>> tokenizer = build_char_tokenizer()
+>>> model = build_tiny_model(tokenizer)
+>>> aime = Dataset.from_dict({"prompt": [[{"role": "user", "content": "1+1="}]], "reward_model": [{"ground_truth": "2"}]})
+>>> metrics = evaluate_math(model, tokenizer, aime, k=4, max_new_tokens=8)
+>>> sorted(metrics)
+['avg@4', 'greedy_pass@1', 'pass@4', 'problems', 'unscorable']
+
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from datasets import Dataset
+
+from .rewards import math_accuracy
+
+
+__all__ = ["chat_text", "evaluate_math", "generate_completions"]
+
+
+def chat_text(tokenizer, prompt: str | list[dict]) -> str:
+    """The text the model sees for a prompt: the chat template with the generation prompt, or the plain string."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+
+
+@torch.no_grad()
+def generate_completions(
+    model,
+    tokenizer,
+    prompts: Sequence[str | list[dict]],
+    max_new_tokens: int,
+    batch_size: int = 128,
+    num_samples: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> list[list[str]]:
+    """
+    `num_samples` completions of each prompt (conversational prompts go through the chat template), decoded without
+    special tokens: greedy with `do_sample=False`, else sampled at `temperature` / `top_p`. One `generate` call holds
+    `batch_size` sequences (so `batch_size // num_samples` prompts, at least one).
+
+    Example:
+    ```python
+    >>> from dapo_trl.testing import build_char_tokenizer, build_tiny_model
+    >>> tokenizer = build_char_tokenizer()
+    >>> out = generate_completions(build_tiny_model(tokenizer), tokenizer, ["1+1="], max_new_tokens=4, num_samples=2, do_sample=True)
+    >>> len(out), len(out[0])
+    (1, 2)
+
+    ```
+    """
+    was_training = model.training
+    model.eval()
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    per_call = max(1, batch_size // num_samples)
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+    completions: list[list[str]] = []
+    try:
+        for start in range(0, len(prompts), per_call):
+            texts = [chat_text(tokenizer, p) for p in prompts[start : start + per_call]]
+            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            inputs = {k: v.to(model.device) for k, v in inputs.items()}
+            output = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=num_samples,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **sampling,
+            )
+            decoded = tokenizer.batch_decode(output[:, inputs["input_ids"].size(1) :], skip_special_tokens=True)
+            completions += [decoded[i : i + num_samples] for i in range(0, len(decoded), num_samples)]
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return completions
+
+
+def _shard(n: int, process_index: int, num_processes: int) -> list[int]:
+    """This process's rows, padded (with repeats) to the same count on every process."""
+    per_process = -(-n // num_processes)
+    mine = list(range(process_index * per_process, min(n, (process_index + 1) * per_process)))
+    return mine + [mine[-1] if mine else 0] * (per_process - len(mine))
+
+
+def _grade(reward: Callable, dataset: Dataset, rows: list[int], completions: list[list[str]]) -> list[list]:
+    """`reward` called as TRL calls it (dataset columns as keyword arguments), one list of rewards per row."""
+    records = {row: dataset[row] for row in set(rows)}
+    flat = [records[row] for row, samples in zip(rows, completions) for _ in samples]
+    columns = {name: [record[name] for record in flat] for name in dataset.column_names if name != "prompt"}
+    prompts = [record["prompt"] for record in flat]
+    scores = reward(prompts=prompts, completions=[c for samples in completions for c in samples], **columns)
+    out, position = [], 0
+    for samples in completions:
+        out.append(scores[position : position + len(samples)])
+        position += len(samples)
+    return out
+
+
+def evaluate_math(
+    model,
+    tokenizer,
+    dataset: Dataset,
+    k: int = 32,
+    max_new_tokens: int = 1024,
+    temperature: float = 1.0,
+    top_p: float = 0.7,
+    greedy: bool = True,
+    batch_size: int = 64,
+    seed: int = 0,
+    reward: Callable[..., list] = math_accuracy,
+    return_details: bool = False,
+) -> dict | tuple[dict, list[dict]]:
+    """
+    AIME-style metrics of `model` on `dataset` (a `prompt` column and the gold columns `reward` reads, e.g.
+    DAPO-Math-17k's `reward_model`): `avg@k`, `pass@k` (over `k` samples at `temperature`/`top_p`; `k=0` skips them),
+    `greedy_pass@1` (with `greedy`), `problems` graded and `unscorable` (gold answer not parseable: left out).
+
+    `reward` must return 1.0 for correct and 0.0 for wrong (or `None`). Sampling is seeded (`seed` plus the process
+    index) without disturbing the global random state. With `return_details`, also returns one dict per problem
+    (`index`, `samples`, `sample_rewards`, `greedy`, `greedy_reward`), for every process.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    rows = _shard(len(dataset), state.process_index, state.num_processes)
+    all_prompts = dataset["prompt"]
+    prompts = [all_prompts[row] for row in rows]
+    local = [{"index": row} for row in rows]
+    if k > 0:
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed + state.process_index)
+            samples = generate_completions(
+                model, tokenizer, prompts, max_new_tokens, batch_size, k, True, temperature, top_p
+            )
+        for detail, texts, scores in zip(local, samples, _grade(reward, dataset, rows, samples)):
+            detail.update(samples=texts, sample_rewards=scores)
+    if greedy:
+        completions = generate_completions(model, tokenizer, prompts, max_new_tokens, batch_size)
+        for detail, texts, scores in zip(local, completions, _grade(reward, dataset, rows, completions)):
+            detail.update(greedy=texts[0], greedy_reward=scores[0])
+    details = sorted({d["index"]: d for d in gather_object(local)}.values(), key=lambda d: d["index"])
+    metrics = _math_metrics(details, k, greedy)
+    return (metrics, details) if return_details else metrics
+
+
+def _math_metrics(details: list[dict], k: int, greedy: bool) -> dict:
+    scorable = [
+        d for d in details if None not in d.get("sample_rewards", []) and d.get("greedy_reward", 0) is not None
+    ]
+    metrics = {"problems": len(scorable), "unscorable": len(details) - len(scorable)}
+    n = max(len(scorable), 1)
+    if k > 0:
+        metrics[f"avg@{k}"] = sum(sum(d["sample_rewards"]) / k for d in scorable) / n
+        metrics[f"pass@{k}"] = sum(any(r > 0 for r in d["sample_rewards"]) for d in scorable) / n
+    if greedy:
+        metrics["greedy_pass@1"] = sum(d["greedy_reward"] > 0 for d in scorable) / n
+    return metrics

@@ -1,0 +1,169 @@
+"""DAPO-Math-17k and AIME data in their real layouts (files written here, loaded through `datasets`), the AIME-style
+evaluation, and the DAPO-Math recipe's configs and offline end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+from dapo_trl.data import (
+    DAPO_MATH_COLUMNS,
+    DAPO_MATH_TEMPLATE,
+    dapo_math_prompt,
+    dedupe_prompts,
+    load_math_dataset,
+    to_dapo_math_layout,
+)
+from dapo_trl.evaluation import _math_metrics, _shard, evaluate_math, generate_completions
+
+
+pytest.importorskip("math_verify")
+
+PROBLEMS = [("What is $3+4$?", "7"), ("Compute $\\frac{6}{3}$.", "2"), ("Find $x$ if $x-1=4$.", "5")]
+
+
+def dapo_math_rows(problems=PROBLEMS, repeat: int = 1) -> list[dict]:
+    """Rows exactly as in BytedTsinghua-SIA/DAPO-Math-17k (verl's layout); the Hub copy repeats problems."""
+    rows = []
+    for copy in range(repeat):
+        for i, (problem, answer) in enumerate(problems):
+            rows.append(
+                {
+                    "data_source": "math_dapo",
+                    "prompt": [{"content": DAPO_MATH_TEMPLATE.format(problem=problem), "role": "user"}],
+                    "ability": "MATH",
+                    "reward_model": {"ground_truth": answer, "style": "rule-lighteval/MATH_v2"},
+                    "extra_info": {"index": f"{i:08x}-{copy}"},
+                }
+            )
+    return rows
+
+
+def write_dapo_math_parquet(path: Path, problems=PROBLEMS, repeat: int = 1) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Dataset.from_list(dapo_math_rows(problems, repeat)).to_parquet(str(path))
+    return path
+
+
+def test_dapo_math_parquet_file_and_hub_style_folder(tmp_path):
+    file = write_dapo_math_parquet(tmp_path / "dapo-math-17k.parquet", repeat=3)
+    dataset = load_math_dataset(str(file))
+    assert dataset.column_names == list(DAPO_MATH_COLUMNS) and len(dataset) == 3  # repeats removed
+    assert dataset[0]["reward_model"]["ground_truth"] == "7"
+    assert load_math_dataset(str(file), dedupe=False, limit=5).num_rows == 5
+    folder = tmp_path / "DAPO-Math-17k"  # the Hub repository's layout: data/dapo-math-17k.parquet
+    write_dapo_math_parquet(folder / "data" / "dapo-math-17k.parquet")
+    assert load_math_dataset(str(folder), split="train")[2]["prompt"] == dapo_math_prompt(PROBLEMS[2][0])
+
+
+def test_aime_layouts(tmp_path):
+    h4 = tmp_path / "aime_2024.jsonl"  # HuggingFaceH4/aime_2024
+    with open(h4, "w") as f:
+        for i, (problem, answer) in enumerate(PROBLEMS):
+            row = {"id": i, "problem": problem, "solution": "long worked solution", "answer": answer, "url": "u"}
+            f.write(json.dumps({**row, "year": "2024"}) + "\n")
+    maxwell = tmp_path / "aime.json"  # Maxwell-Jia/AIME_2024: capitalised columns, integer answers
+    maxwell.write_text(
+        json.dumps(
+            [
+                {"ID": f"2024-I-{i}", "Problem": p, "Solution": "s", "Answer": int(a)}
+                for i, (p, a) in enumerate(PROBLEMS)
+            ]
+        )
+    )
+    dapo_aime = write_dapo_math_parquet(tmp_path / "aime-2024.parquet", repeat=32)  # DAPO's: each problem x 32
+    for path in (h4, maxwell, dapo_aime):
+        dataset = load_math_dataset(str(path))
+        assert len(dataset) == 3 and set(DAPO_MATH_COLUMNS) <= set(dataset.column_names)
+        assert [r["ground_truth"] for r in dataset["reward_model"]] == ["7", "2", "5"]
+        assert "Answer:" in dataset[0]["prompt"][0]["content"]
+    assert load_math_dataset(str(maxwell))[1]["extra_info"] == {"index": "2024-I-1"}
+
+
+def test_to_dapo_math_layout_errors_and_passthrough():
+    verl = Dataset.from_list(dapo_math_rows())
+    assert to_dapo_math_layout(verl) is verl
+    with pytest.raises(ValueError, match="problem column"):
+        to_dapo_math_layout(Dataset.from_dict({"text": ["x"]}))
+    question = to_dapo_math_layout(Dataset.from_dict({"question": ["2+2?"], "ground_truth": ["4"]}))
+    assert question[0]["reward_model"]["ground_truth"] == "4" and question[0]["extra_info"]["index"] == "0"
+
+
+def test_dedupe_prompts_plain_and_conversational():
+    assert list(dedupe_prompts(Dataset.from_dict({"prompt": ["a", "b", "a"], "i": [0, 1, 2]}))["i"]) == [0, 1]
+    unique = Dataset.from_dict({"prompt": ["a", "b"]})
+    assert dedupe_prompts(unique) is unique
+
+
+def test_shard_gives_every_process_the_same_count():
+    shards = [_shard(10, rank, 4) for rank in range(4)]
+    assert [len(s) for s in shards] == [3, 3, 3, 3]
+    assert sorted(set(sum(shards, []))) == list(range(10))
+    assert _shard(1, 1, 2) == [0]  # nothing left: padded with a repeat
+
+
+def test_math_metrics():
+    details = [
+        {"index": 0, "sample_rewards": [1.0, 0.0, 0.0, 1.0], "greedy_reward": 1.0},
+        {"index": 1, "sample_rewards": [0.0] * 4, "greedy_reward": 0.0},
+        {"index": 2, "sample_rewards": [None] * 4, "greedy_reward": None},
+    ]
+    assert _math_metrics(details, 4, True) == {
+        "problems": 2, "unscorable": 1, "avg@4": 0.25, "pass@4": 0.5, "greedy_pass@1": 0.5,
+    }  # fmt: skip
+
+
+def test_evaluate_math_grades_like_trl(tiny_model_dir, monkeypatch):
+    import dapo_trl.evaluation as evaluation
+
+    dataset = load_math_dataset_from_rows(dapo_math_rows())
+
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size=128, num_samples=1, do_sample=False, *a):
+        answers = {dapo_math_prompt(p)[0]["content"]: a for p, a in PROBLEMS}
+        out = []
+        for prompt in prompts:
+            gold = answers[prompt[0]["content"]]
+            right = f"Reasoning...\nAnswer: {gold}"
+            # problem 7 always right, problem 2 right in half of the samples (never greedily), problem 5 never
+            samples = {
+                "7": [right] * num_samples,
+                "2": [right, "Answer: 3"] * num_samples,
+                "5": ["Answer: 0"] * num_samples,
+            }
+            out.append(samples[gold][:num_samples] if do_sample else [right if gold == "7" else "no idea"])
+        return out
+
+    monkeypatch.setattr(evaluation, "generate_completions", fake_generate)
+    metrics, details = evaluate_math(None, None, dataset, k=4, return_details=True)
+    assert metrics == {
+        "problems": 3,
+        "unscorable": 0,
+        "avg@4": pytest.approx(0.5),
+        "pass@4": pytest.approx(2 / 3),
+        "greedy_pass@1": pytest.approx(1 / 3),
+    }
+    assert [d["index"] for d in details] == [0, 1, 2] and len(details[1]["samples"]) == 4
+
+
+def load_math_dataset_from_rows(rows) -> Dataset:
+    return to_dapo_math_layout(Dataset.from_list(rows))
+
+
+def test_evaluate_math_on_tiny_model_is_seeded(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [[{"role": "user", "content": "1+1="}], [{"role": "user", "content": "2+2="}]]
+    dataset = Dataset.from_dict({"prompt": prompts, "answer": ["2", "4"]})
+    state = torch.random.get_rng_state()
+    first = evaluate_math(model, tokenizer, dataset, k=3, max_new_tokens=6, return_details=True)[1]
+    second = evaluate_math(model, tokenizer, dataset, k=3, max_new_tokens=6, return_details=True)[1]
+    assert torch.equal(state, torch.random.get_rng_state())  # sampling leaves the global random state alone
+    assert first == second and all(len(d["samples"]) == 3 for d in first)
+    greedy = generate_completions(model, tokenizer, dataset["prompt"], max_new_tokens=6)
+    assert [d["greedy"] for d in first] == [g[0] for g in greedy]
