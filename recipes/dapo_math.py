@@ -14,7 +14,7 @@ Any local model folder and local data file works too (that is what the tests run
         --eval_dataset_name aime.jsonl --output_dir outputs/dapo-math --use_cpu true
 
 Defaults are the paper's (Yu et al. 2025, section 4 and verl's recipe): 16 samples per prompt, completions of at most
-16,384 + 4,096 tokens with a 4,096-token overlong buffer (factor 1.0), lr 1e-6 with 10 warm-up steps, weight decay 0.1,
+16,384 + 4,096 tokens with a 4,096-token overlong buffer (factor 1.0), lr 1e-6 warmed up over 10 rollout steps, weight decay 0.1,
 clip 0.2 / 0.28, at most 10 generation rounds of up to 3 generation batches. Batch sizes depend on the hardware: see
 `recipes/configs/dapo-math-*.yaml`.
 """
@@ -43,6 +43,10 @@ from dapo_trl.rewards import math_accuracy, math_accuracy_signed
 # The paper's settings, as parser defaults: a `--config` file and command-line arguments override them.
 PAPER_DEFAULTS = {
     "num_generations": 16,
+    # 16 optimizer updates per rollout batch, as the paper; per process 16 prompts x 16 samples per rollout batch,
+    # 16 completions per update. The configs size the batches for their hardware.
+    "per_device_train_batch_size": 16,
+    "steps_per_generation": 16,
     "max_completion_length": 20480,  # 16,384 expected + 4,096 soft-punishment buffer
     "overlong_buffer_length": 4096,
     "overlong_penalty_factor": 1.0,
@@ -50,7 +54,7 @@ PAPER_DEFAULTS = {
     "top_p": 1.0,
     "learning_rate": 1e-6,
     "lr_scheduler_type": "constant_with_warmup",
-    "warmup_steps": 10,
+    "warmup_steps": 160,  # the paper's 10 rollout steps of 16 optimizer updates (TRL counts optimizer steps)
     "weight_decay": 0.1,
     "max_grad_norm": 1.0,
     "epsilon": 0.2,

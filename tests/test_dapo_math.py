@@ -214,3 +214,64 @@ def test_recipe_end_to_end_offline(tmp_path):
     card = (out / "final" / "README.md").read_text()
     assert "| dynamic_sampling_metric | math_accuracy_signed |" in card  # the filter is correctness, not length
     assert "| overlong_buffer_length | 4 |" in card
+
+
+# GPUs each config is written for (its "# Hardware:" line), rollout prompts and completions per optimizer update.
+DAPO_MATH_CONFIGS = {
+    "dapo-math-qwen2.5-32b.yaml": (128, 512, 512),  # the paper: 512 prompts x 16, mini-batch 512
+    "dapo-math-qwen2.5-7b.yaml": (8, 128, 128),
+    "dapo-math-qwen2.5-math-1.5b-lora.yaml": (1, 32, 32),
+}
+
+
+def test_dapo_math_configs_exist():
+    names = {p.name for p in (Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("dapo-math-*.yaml")}
+    assert names == set(DAPO_MATH_CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(DAPO_MATH_CONFIGS))
+def test_dapo_math_config_parses_with_the_papers_settings(name, monkeypatch):
+    path = Path(__file__).resolve().parents[1] / "recipes" / "configs" / name
+    text = path.read_text()
+    assert "# Hardware:" in text and "# Launch:" in text and "recipes/dapo_math.py" in text
+    # bf16 and vLLM are validated against the machine; the configs target GPUs, this test runs anywhere.
+    monkeypatch.setattr("transformers.training_args.TrainingArguments._validate_args", lambda self: None)
+    monkeypatch.setattr("trl.trainer.grpo_config.is_vllm_available", lambda *a, **k: True, raising=False)
+    script_args, args, model_args = load_dapo_math_recipe().parse_args(["--config", str(path), "--bf16", "true"])
+    gpus, prompts, per_update = DAPO_MATH_CONFIGS[name]
+    assert script_args.dataset_name == "BytedTsinghua-SIA/DAPO-Math-17k"
+    assert script_args.eval_dataset_name == "BytedTsinghua-SIA/AIME-2024" and script_args.eval_k == 32
+    assert (script_args.eval_temperature, script_args.eval_top_p, script_args.signed_reward) == (1.0, 0.7, True)
+    assert model_args.model_name_or_path.startswith("Qwen/Qwen2.5-") and model_args.dtype == "bfloat16"
+    assert (args.epsilon, args.epsilon_high, args.beta, args.loss_agg_mode) == (0.2, 0.28, 0.0, "token-mean")
+    assert args.dynamic_sampling and args.max_num_gen_batches == 10 and args.dynamic_sampling_max_oversample == 3.0
+    assert args.num_generations == 16 and args.temperature == 1.0 and args.mask_truncated_completions
+    assert args.overlong_penalty_factor == 1.0 and args.max_completion_length == 5 * args.overlong_buffer_length
+    assert args.steps_per_generation == 16 * args.gradient_accumulation_steps  # 16 updates per rollout batch
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * gpus == per_update
+    assert args.per_device_train_batch_size * args.steps_per_generation * gpus == prompts * args.num_generations
+    assert args.use_vllm and args.vllm_mode == "colocate"
+    assert args.vllm_max_model_length >= args.max_completion_length + 1024
+    assert args.warmup_steps == 160 and args.push_to_hub is False and args.bf16
+    assert model_args.use_peft == name.endswith("lora.yaml")
+
+
+def test_recipe_paper_defaults_and_cpu_fallback():
+    recipe = load_dapo_math_recipe()
+    script_args, args, _ = recipe.parse_args(["--model_name_or_path", "m", "--output_dir", "o", "--use_cpu", "true"])
+    assert (args.max_completion_length, args.overlong_buffer_length, args.learning_rate) == (20480, 4096, 1e-6)
+    assert args.num_generations == 16 and args.weight_decay == 0.1 and args.bf16 is False  # no CUDA here: fp32
+    assert args.steps_per_generation == 16 * args.gradient_accumulation_steps
+    assert script_args.eval_k == 32 and script_args.eval_top_p == 0.7
+    with pytest.raises(SystemExit, match="--model_name_or_path"):
+        recipe.parse_args(["--output_dir", "o"])
+
+
+def test_recipe_missing_dataset_exits_with_one_line(tmp_path, tiny_model_dir):
+    with pytest.raises(SystemExit) as error:
+        load_dapo_math_recipe().main(
+            ["--model_name_or_path", tiny_model_dir, "--dataset_name", str(tmp_path / "missing.parquet"),
+             "--output_dir", str(tmp_path), "--use_cpu", "true"]
+        )  # fmt: skip
+    message = str(error.value.code)
+    assert "missing.parquet" in message and "\n" not in message
