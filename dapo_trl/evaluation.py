@@ -22,15 +22,19 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Callable, Sequence
 
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from .rewards import math_accuracy
 
 
-__all__ = ["chat_text", "evaluate_math", "generate_completions"]
+__all__ = ["MathEvalCallback", "chat_text", "evaluate_math", "generate_completions"]
 
 
 def chat_text(tokenizer, prompt: str | list[dict]) -> str:
@@ -176,3 +180,52 @@ def _math_metrics(details: list[dict], k: int, greedy: bool) -> dict:
     if greedy:
         metrics["greedy_pass@1"] = sum(d["greedy_reward"] > 0 for d in scorable) / n
     return metrics
+
+
+class MathEvalCallback(TrainerCallback):
+    """
+    Runs [`evaluate_math`] on `dataset` when training begins (`before`), every `eval_every` optimizer steps, and when
+    it ends, on the model as the trainer holds it then: on its device and, under DeepSpeed ZeRO-3, inside the
+    engine (whose sharded weights `generate` can only use once training has started).
+
+    Each evaluation adds `eval/<metric>` entries to `state.log_history` (so `trainer_state.json` and the dashboard
+    have them), keeps its metrics in `results[tag]` (`"before"`, `"step<N>"`, `"after"`) and, on the main process,
+    writes every sample and its reward to `OUTPUT_DIR/eval_<tag>.jsonl`. Keyword arguments go to [`evaluate_math`].
+
+    Example:
+    ```python
+    >>> callback = MathEvalCallback(aime, tokenizer, k=32, max_new_tokens=20480)  # doctest: +SKIP
+    >>> trainer = DAPOTrainer(..., callbacks=[callback]); trainer.train(); callback.results["after"]["avg@32"]  # doctest: +SKIP
+
+    ```
+    """
+
+    def __init__(self, dataset: Dataset, tokenizer, before: bool = True, eval_every: int | None = None, **eval_kwargs):
+        self.dataset, self.tokenizer, self.before, self.eval_every = dataset, tokenizer, before, eval_every
+        self.eval_kwargs = eval_kwargs
+        self.results: dict[str, dict] = {}
+
+    def evaluate(self, tag: str, args, state, model) -> dict:
+        start = time.perf_counter()
+        metrics, details = evaluate_math(model, self.tokenizer, self.dataset, return_details=True, **self.eval_kwargs)
+        metrics["seconds"] = time.perf_counter() - start
+        self.results[tag] = metrics
+        state.log_history.append({"step": state.global_step, **{f"eval/{k}": v for k, v in metrics.items()}})
+        if state.is_world_process_zero:
+            os.makedirs(args.output_dir, exist_ok=True)
+            with open(os.path.join(args.output_dir, f"eval_{tag}.jsonl"), "w") as f:
+                f.writelines(json.dumps(detail) + "\n" for detail in details)
+            shown = ", ".join(f"{k} {v:.1%}" for k, v in metrics.items() if "@" in k)
+            print(f"eval {tag}: {shown} on {metrics['problems']} problems ({metrics['seconds']:.0f}s)")
+        return metrics
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.before and state.global_step == 0:
+            self.evaluate("before", args, state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.eval_every and state.global_step % self.eval_every == 0 and state.global_step < state.max_steps:
+            self.evaluate(f"step{state.global_step}", args, state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.evaluate("after", args, state, model)

@@ -34,7 +34,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from dapo_trl import DAPOConfig, DAPOTrainer
 from dapo_trl.data import load_math_dataset
-from dapo_trl.evaluation import evaluate_math
+from dapo_trl.evaluation import MathEvalCallback
 from dapo_trl.hub import push_folder, save_for_hub
 from dapo_trl.plotting import DashboardCallback
 from dapo_trl.rewards import math_accuracy, math_accuracy_signed
@@ -99,6 +99,9 @@ class ScriptArguments:
     )
     eval_batch_size: int = field(default=64, metadata={"help": "Sequences per `generate` call in the evaluation."})
     eval_before: bool = field(default=True, metadata={"help": "Evaluate before training too."})
+    eval_every: int | None = field(
+        default=None, metadata={"help": "Also evaluate every N optimizer steps (16 per rollout batch in the configs)."}
+    )
     signed_reward: bool = field(
         default=True,
         metadata={
@@ -148,13 +151,13 @@ def load_inputs(script_args: ScriptArguments, model_args: ModelConfig):
     return model, tokenizer, train, test
 
 
-def run_eval(model, tokenizer, test, script_args: ScriptArguments, training_args: DAPOConfig, tag: str) -> dict:
-    """avg@k, pass@k and greedy pass@1 on `test`; the samples go to `OUTPUT_DIR/eval_{tag}.jsonl`."""
-    start = time.perf_counter()
-    metrics, details = evaluate_math(
-        model,
-        tokenizer,
+def eval_callback(test, tokenizer, script_args: ScriptArguments, training_args: DAPOConfig) -> MathEvalCallback:
+    """avg@k, pass@k and greedy pass@1 on `test` before, during (`--eval_every`) and after training."""
+    return MathEvalCallback(
         test,
+        tokenizer,
+        before=script_args.eval_before,
+        eval_every=script_args.eval_every,
         k=script_args.eval_k,
         max_new_tokens=script_args.eval_max_new_tokens or training_args.max_completion_length,
         temperature=script_args.eval_temperature,
@@ -162,17 +165,7 @@ def run_eval(model, tokenizer, test, script_args: ScriptArguments, training_args
         greedy=script_args.eval_greedy,
         batch_size=script_args.eval_batch_size,
         seed=training_args.seed,
-        return_details=True,
     )
-    metrics["seconds"] = time.perf_counter() - start
-    if PartialState().is_main_process:
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        with open(os.path.join(training_args.output_dir, f"eval_{tag}.jsonl"), "w") as f:
-            for detail in details:
-                f.write(json.dumps(detail) + "\n")
-        shown = ", ".join(f"{k} {v:.1%}" for k, v in metrics.items() if "@" in k)
-        print(f"{tag}: {shown} on {metrics['problems']} problems ({metrics['seconds']:.0f}s)")
-    return metrics
 
 
 def save_and_push(trainer, script_args, training_args, model_args, metrics: dict, push: bool) -> None:
@@ -209,9 +202,9 @@ def main(argv: list[str] | None = None) -> dict:
     training_args.dynamic_sampling_metric = training_args.dynamic_sampling_metric or reward.__name__
     model, tokenizer, train, test = load_inputs(script_args, model_args)
 
-    metrics: dict = {"train_problems": len(train)}
-    if test is not None and script_args.eval_before:
-        metrics["before"] = run_eval(model, tokenizer, test, script_args, training_args, "before")
+    callbacks = [DashboardCallback()]
+    if test is not None:
+        callbacks.append(eval_callback(test, tokenizer, script_args, training_args))
     trainer = DAPOTrainer(
         model=model,
         reward_funcs=[reward],
@@ -219,13 +212,14 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=train,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=[DashboardCallback()],
+        callbacks=callbacks,
     )
     rl_start = time.perf_counter()
     trainer.train()
-    metrics.update(rl_steps=trainer.state.global_step, rl_seconds=time.perf_counter() - rl_start)
+    metrics: dict = {"train_problems": len(train), "rl_steps": trainer.state.global_step}
+    metrics["rl_seconds"] = time.perf_counter() - rl_start  # evaluations included
     if test is not None:
-        metrics["after"] = run_eval(trainer.model, tokenizer, test, script_args, training_args, "after")
+        metrics.update(callbacks[-1].results)
     metrics["total_seconds"] = time.perf_counter() - start
     if PartialState().is_main_process:
         with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as f:

@@ -199,12 +199,14 @@ def test_recipe_end_to_end_offline(tmp_path):
             "--output_dir", str(out), "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
             "--max_steps", "2", "--per_device_train_batch_size", "8", "--num_generations", "4",
             "--steps_per_generation", "2", "--max_completion_length", "16", "--overlong_buffer_length", "4",
-            "--max_num_gen_batches", "2", "--learning_rate", "1e-3", "--logging_steps", "1",
-            "--eval_k", "2", "--eval_max_new_tokens", "8", "--disable_tqdm", "true", "--dataloader_num_workers", "0",
+            "--max_num_gen_batches", "2", "--dynamic_sampling_max_oversample", "1.0", "--learning_rate", "1e-3", "--logging_steps", "1",
+            "--eval_k", "2", "--eval_max_new_tokens", "8", "--eval_every", "1", "--disable_tqdm", "true",
+            "--dataloader_num_workers", "0",
         ]
     )  # fmt: skip
     assert metrics["train_problems"] == 16 and metrics["rl_steps"] == 2
-    for tag in ("before", "after"):
+    assert set(metrics) >= {"before", "step1", "after"}  # --eval_every 1 of 2 steps: not again at the last one
+    for tag in ("before", "step1", "after"):
         assert (
             metrics[tag]["problems"] == 3 and 0.0 <= metrics[tag]["avg@2"] <= 1.0 and "greedy_pass@1" in metrics[tag]
         )
