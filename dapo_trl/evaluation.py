@@ -98,6 +98,13 @@ def generate_completions(
     return completions
 
 
+def _process() -> tuple[int, int]:
+    """This process's rank and the number of processes (1 outside `torch.distributed`)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def _shard(n: int, process_index: int, num_processes: int) -> list[int]:
     """This process's rows, padded (with repeats) to the same count on every process."""
     per_process = -(-n // num_processes)
@@ -142,18 +149,15 @@ def evaluate_math(
     index) without disturbing the global random state. With `return_details`, also returns one dict per problem
     (`index`, `samples`, `sample_rewards`, `greedy`, `greedy_reward`), for every process.
     """
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
-
-    state = PartialState()
-    rows = _shard(len(dataset), state.process_index, state.num_processes)
+    rank, world_size = _process()
+    rows = _shard(len(dataset), rank, world_size)
     all_prompts = dataset["prompt"]
     prompts = [all_prompts[row] for row in rows]
     local = [{"index": row} for row in rows]
     if k > 0:
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed + state.process_index)
+            torch.manual_seed(seed + rank)
             samples = generate_completions(
                 model, tokenizer, prompts, max_new_tokens, batch_size, k, True, temperature, top_p
             )
@@ -163,7 +167,11 @@ def evaluate_math(
         completions = generate_completions(model, tokenizer, prompts, max_new_tokens, batch_size)
         for detail, texts, scores in zip(local, completions, _grade(reward, dataset, rows, completions)):
             detail.update(greedy=texts[0], greedy_reward=scores[0])
-    details = sorted({d["index"]: d for d in gather_object(local)}.values(), key=lambda d: d["index"])
+    gathered = [local]
+    if world_size > 1:
+        gathered = [None] * world_size
+        torch.distributed.all_gather_object(gathered, local)
+    details = sorted({d["index"]: d for part in gathered for d in part}.values(), key=lambda d: d["index"])
     metrics = _math_metrics(details, k, greedy)
     return (metrics, details) if return_details else metrics
 

@@ -277,3 +277,25 @@ def test_recipe_missing_dataset_exits_with_one_line(tmp_path, tiny_model_dir):
         )  # fmt: skip
     message = str(error.value.code)
     assert "missing.parquet" in message and "\n" not in message
+
+
+@pytest.mark.distributed
+def test_evaluate_math_on_two_processes(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.test_distributed import torchrun
+
+    torchrun("math_eval.py", tiny_model_dir, str(tmp_path / "eval"))
+    rank0, rank1 = (json.loads((tmp_path / f"eval.rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["processes"] == rank1["processes"] == 2
+    # 3 problems each (one padded): 3 sampling calls of 1 prompt x 2 samples, 2 greedy calls of 2 and 1 prompts
+    assert rank0["calls"] == rank1["calls"] == [1, 1, 1, 2, 1]
+    assert rank0["details"] == rank1["details"] and rank0["metrics"] == rank1["metrics"]
+    assert [d["index"] for d in rank0["details"]] == [0, 1, 2, 3, 4] and rank0["metrics"]["problems"] == 5
+    assert all(len(d["samples"]) == 2 for d in rank0["details"])
+    # greedy decoding does not depend on the split: the same completions as one process
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [[{"role": "user", "content": f"{i}+1="}] for i in range(5)]
+    greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=6)
+    assert [d["greedy"] for d in rank0["details"]] == [g[0] for g in greedy]
