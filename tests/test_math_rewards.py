@@ -90,6 +90,9 @@ CASES = [
     ("infinity-sign", "Answer: -\\infty", "\\infty", 0.0),
     ("sqrt-two-decimals", "Answer: 1.41", "\\sqrt{2}", 0.0),
     ("leading-zero", "Answer: 03", "3", 1.0),
+    ("matrix", "Answer: \\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", 1.0),
+    ("matrix-wrong", "Answer: \\begin{pmatrix}1\\\\3\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", 0.0),
+    ("small-power-allowed", "Answer: 2^{100}", "1267650600228229401496703205376", 1.0),
 ]
 
 
