@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import torch
 from accelerate import PartialState
@@ -123,9 +125,28 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, DAPOConf
     return script_args, training_args, model_args
 
 
+def use_cache_if_hub_unreachable(timeout: float = 3.0) -> None:
+    """Offline mode (cache only, no retries) when the Hub does not answer within `timeout` seconds.
+
+    The same check as `recipes/gsm8k.py`'s `hub_reachable`, kept here so the two scripts stay independent; it belongs
+    in the shared offline helper the GSM8K recipe is getting."""
+    import datasets
+    import huggingface_hub
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+
+
 def load_inputs(script_args: ScriptArguments, model_args: ModelConfig):
     """Model, tokenizer, training set and evaluation set (or `None`); exits with one line when one cannot load."""
     model_id, name = model_args.model_name_or_path, script_args.dataset_name
+    use_cache_if_hub_unreachable()
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(model_id, dtype=model_args.dtype or "auto")

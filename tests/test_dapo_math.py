@@ -299,3 +299,21 @@ def test_evaluate_math_on_two_processes(tiny_model_dir, tmp_path):
     prompts = [[{"role": "user", "content": f"{i}+1="}] for i in range(5)]
     greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=6)
     assert [d["greedy"] for d in rank0["details"]] == [g[0] for g in greedy]
+
+
+def test_recipe_unreachable_hub_exits_fast(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as closed:  # a port nothing listens on once this block ends
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as error:
+        load_dapo_math_recipe().main(
+            ["--model_name_or_path", "someone/not-a-cached-model", "--output_dir", str(tmp_path), "--use_cpu", "true"]
+        )
+    assert "someone/not-a-cached-model" in str(error.value.code) and "\n" not in str(error.value.code)
+    assert time.perf_counter() - start < 30
