@@ -1,5 +1,6 @@
-"""Datasets for the GSM8K recipe: a built-in, offline GSM8K-style arithmetic task, GSM8K prompt formatting, and the
-small supervised warm start and greedy evaluation used by the tiny demo (`recipes/gsm8k.py --preset tiny`).
+"""Datasets for the recipes: DAPO-Math-17k and AIME-style evaluation sets in verl's layout (`recipes/dapo_math.py`),
+and for the GSM8K recipe a built-in, offline GSM8K-style arithmetic task, GSM8K prompt formatting, and the small
+supervised warm start and greedy evaluation used by the tiny demo (`recipes/gsm8k.py --preset tiny`).
 
 Every example has a conversational `prompt` (`[{"role": "user", "content": ...}]`) and a GSM8K-style `answer`: a short
 worked solution whose last line is `#### <number>`, which [`dapo_trl.rewards.gsm8k_accuracy`] grades against.
@@ -20,7 +21,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import random
 import time
 from collections.abc import Iterable
@@ -28,11 +31,18 @@ from collections.abc import Iterable
 import torch
 from datasets import Dataset, DatasetDict
 
+from .evaluation import chat_text, generate_completions
 from .rewards import gsm8k_accuracy
 
 
 __all__ = [
+    "DAPO_MATH_COLUMNS",
+    "DAPO_MATH_TEMPLATE",
     "GSM8K_SYSTEM_PROMPT",
+    "dapo_math_prompt",
+    "dedupe_prompts",
+    "load_math_dataset",
+    "to_dapo_math_layout",
     "arithmetic_dataset",
     "arithmetic_problem",
     "arithmetic_splits",
@@ -187,10 +197,6 @@ def gsm8k_to_conversational(dataset: Dataset, system_prompt: str = GSM8K_SYSTEM_
     return dataset.map(to_prompt)
 
 
-def _chat_text(tokenizer, prompt: list[dict]) -> str:
-    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-
-
 def supervised_warm_start(
     model,
     tokenizer,
@@ -225,7 +231,7 @@ def supervised_warm_start(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    prompts = [tokenizer(_chat_text(tokenizer, p), add_special_tokens=False)["input_ids"] for p in dataset["prompt"]]
+    prompts = [tokenizer(chat_text(tokenizer, p), add_special_tokens=False)["input_ids"] for p in dataset["prompt"]]
     if not 0.0 <= early_answer_rate <= 1.0:
         raise ValueError(f"early_answer_rate must be in [0, 1], got {early_answer_rate}")
     rng = random.Random(seed)
@@ -260,7 +266,6 @@ def supervised_warm_start(
     return {"loss": loss_value, "seconds": time.perf_counter() - start}
 
 
-@torch.no_grad()
 def greedy_accuracy(
     model,
     tokenizer,
@@ -271,7 +276,7 @@ def greedy_accuracy(
 ) -> float | tuple[float, list[str]]:
     """
     Greedy-decoding accuracy of `model` on `dataset` (`prompt` and `answer` columns), graded by
-    [`dapo_trl.rewards.gsm8k_accuracy`].
+    [`dapo_trl.rewards.gsm8k_accuracy`]; generation is [`dapo_trl.evaluation.generate_completions`].
 
     Example:
     ```python
@@ -281,26 +286,151 @@ def greedy_accuracy(
 
     ```
     """
-    was_training = model.training
-    model.eval()
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    completions: list[str] = []
-    try:
-        for start in range(0, len(dataset), batch_size):
-            prompts = [_chat_text(tokenizer, p) for p in dataset["prompt"][start : start + batch_size]]
-            inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            inputs = {k: v.to(model.device) for k, v in inputs.items()}
-            output = model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            completions += tokenizer.batch_decode(output[:, inputs["input_ids"].size(1) :], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
+    outputs = generate_completions(model, tokenizer, dataset["prompt"], max_new_tokens, batch_size=batch_size)
+    completions = [samples[0] for samples in outputs]
     rewards = gsm8k_accuracy(completions, dataset["answer"])
     accuracy = sum(rewards) / max(len(rewards), 1)
     return (accuracy, completions) if return_completions else accuracy
+
+
+# ------------------------------------------------------------------------------------------ DAPO-Math-17k and AIME
+
+# The instruction every DAPO-Math-17k prompt carries (BytedTsinghua-SIA/DAPO-Math-17k, `prompt[0]["content"]`).
+DAPO_MATH_TEMPLATE = (
+    "Solve the following math problem step by step. The last line of your response should be of the form "
+    "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n{problem}\n\n"
+    'Remember to put your answer on its own line after "Answer:".'
+)
+# verl's RL dataset layout, which DAPO-Math-17k and DAPO's AIME-2024 use.
+DAPO_MATH_COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
+_PROBLEM_COLUMNS = ("problem", "question")
+_ANSWER_COLUMNS = ("answer", "ground_truth", "solution")
+
+
+def dapo_math_prompt(problem: str) -> list[dict]:
+    """
+    A problem as DAPO-Math-17k asks it: one user message with the `Answer: $Answer` instruction.
+
+    Example:
+    ```python
+    >>> prompt = dapo_math_prompt("What is $1+1$?")
+    >>> prompt[0]["role"], prompt[0]["content"].splitlines()[2]
+    ('user', 'What is $1+1$?')
+
+    ```
+    """
+    return [{"role": "user", "content": DAPO_MATH_TEMPLATE.format(problem=problem.strip())}]
+
+
+def _column(names: Iterable[str], wanted: tuple[str, ...]) -> str | None:
+    by_lower = {name.lower(): name for name in names}
+    return next((by_lower[w] for w in wanted if w in by_lower), None)
+
+
+def to_dapo_math_layout(dataset: Dataset, data_source: str = "aime") -> Dataset:
+    """
+    A math dataset in verl's layout (DAPO-Math-17k's): `prompt` (chat messages), `reward_model` (`{"ground_truth",
+    "style"}`), `data_source`, `ability`, `extra_info` (`{"index"}`).
+
+    A dataset that has `prompt` and `reward_model` already (DAPO-Math-17k, DAPO's AIME-2024) is returned unchanged.
+    Otherwise the problem comes from a `problem`/`question` column and the gold from `answer`, `ground_truth` or
+    `solution` (first present; names case-insensitive, as in `HuggingFaceH4/aime_2024`, `Maxwell-Jia/AIME_2024`,
+    `AI-MO/aimo-validation-aime`), and the prompt is [`dapo_math_prompt`]; other columns are dropped.
+
+    Example:
+    ```python
+    >>> aime = Dataset.from_dict({"ID": ["2024-I-1"], "Problem": ["Find $x$."], "Answer": [204]})
+    >>> row = to_dapo_math_layout(aime)[0]
+    >>> row["reward_model"], row["extra_info"], row["prompt"][0]["content"].splitlines()[2]
+    ({'ground_truth': '204', 'style': 'rule'}, {'index': '2024-I-1'}, 'Find $x$.')
+
+    ```
+    """
+    names = dataset.column_names
+    if "prompt" in names and "reward_model" in names:
+        return dataset
+    problem, answer = _column(names, _PROBLEM_COLUMNS), _column(names, _ANSWER_COLUMNS)
+    if problem is None or answer is None:
+        raise ValueError(
+            f"Cannot read a math dataset with columns {names}: expected `prompt` and `reward_model` (verl's layout, "
+            "as DAPO-Math-17k) or a problem column (`problem`/`question`) and an answer column "
+            "(`answer`/`ground_truth`/`solution`)."
+        )
+    index = _column(names, ("id", "index", "unique_id"))
+
+    def convert(row, i):
+        return {
+            "data_source": data_source,
+            "prompt": dapo_math_prompt(str(row[problem])),
+            "ability": "MATH",
+            "reward_model": {"ground_truth": str(row[answer]).strip(), "style": "rule"},
+            "extra_info": {"index": str(row[index]) if index else str(i)},
+        }
+
+    return dataset.map(convert, with_indices=True, remove_columns=names)
+
+
+def _prompt_key(prompt) -> str:
+    text = prompt if isinstance(prompt, str) else "\x00".join(f"{m['role']}\x01{m['content']}" for m in prompt)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def dedupe_prompts(dataset: Dataset) -> Dataset:
+    """
+    The first row of every distinct `prompt`, in order. Repeated rows would weigh some problems more in training and
+    in avg@k (an evaluation set stored as each problem repeated k times becomes one row per problem).
+
+    Example:
+    ```python
+    >>> ds = Dataset.from_dict({"prompt": [[{"role": "user", "content": c}] for c in "abab"], "i": [0, 1, 2, 3]})
+    >>> list(dedupe_prompts(ds)["i"])
+    [0, 1]
+
+    ```
+    """
+    keys = dataset.map(lambda b: {"_key": [_prompt_key(p) for p in b["prompt"]]}, batched=True)["_key"]
+    seen: set[str] = set()
+    first = [i for i, key in enumerate(keys) if not (key in seen or seen.add(key))]
+    return dataset if len(first) == len(dataset) else dataset.select(first)
+
+
+_LOCAL_FORMATS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
+
+
+def load_math_dataset(
+    name_or_path: str,
+    split: str = "train",
+    config: str | None = None,
+    dedupe: bool = True,
+    limit: int | None = None,
+) -> Dataset:
+    """
+    Load a math dataset (Hub id, local dataset folder, or a `.parquet`/`.json`/`.jsonl`/`.csv` file) with `datasets`,
+    in DAPO-Math-17k's layout ([`to_dapo_math_layout`]), repeated prompts removed ([`dedupe_prompts`]), at most
+    `limit` rows.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "aime.jsonl")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('{"problem": "Find $x$.", "answer": "7"}\\n' * 3)
+    >>> dataset = load_math_dataset(path)
+    >>> len(dataset), dataset[0]["reward_model"]["ground_truth"]
+    (1, '7')
+
+    ```
+    """
+    from datasets import load_dataset
+
+    extension = os.path.splitext(name_or_path)[1].lower()
+    if os.path.isfile(name_or_path) and extension in _LOCAL_FORMATS:
+        dataset = load_dataset(_LOCAL_FORMATS[extension], data_files=name_or_path, split="train")
+    else:
+        dataset = load_dataset(name_or_path, config, split=split)
+    dataset = to_dapo_math_layout(dataset)
+    if dedupe:
+        dataset = dedupe_prompts(dataset)
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return dataset

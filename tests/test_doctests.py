@@ -8,13 +8,15 @@ import pytest
 
 import dapo_trl.config
 import dapo_trl.core
+import dapo_trl.data
+import dapo_trl.evaluation
 import dapo_trl.rewards
 import dapo_trl.sampling
 
 
 @pytest.mark.parametrize(
     "module",
-    [dapo_trl.core, dapo_trl.sampling, dapo_trl.rewards, dapo_trl.config],
+    [dapo_trl.core, dapo_trl.sampling, dapo_trl.rewards, dapo_trl.config, dapo_trl.data, dapo_trl.evaluation],
     ids=lambda module: module.__name__,
 )
 def test_doctests(module, tmp_path, monkeypatch):

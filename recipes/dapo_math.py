@@ -1,0 +1,255 @@
+# /// script
+# dependencies = ["dapo-trl", "trl>=1.16", "datasets", "math-verify>=0.9,<0.10"]
+# ///
+"""
+The DAPO paper's own recipe: RL on DAPO-Math-17k, graded by a math-verify correctness reward (+1 / -1), with soft
+overlong punishment and dynamic sampling, evaluated AIME-style (avg@k sampled, greedy pass@1).
+
+    accelerate launch --config_file recipes/accelerate/zero3.yaml recipes/dapo_math.py \
+        --config recipes/configs/dapo-math-qwen2.5-32b.yaml
+
+Any local model folder and local data file works too (that is what the tests run, offline):
+
+    python recipes/dapo_math.py --model_name_or_path MODEL_DIR --dataset_name train.parquet \
+        --eval_dataset_name aime.jsonl --output_dir outputs/dapo-math --use_cpu true
+
+Defaults are the paper's (Yu et al. 2025, section 4 and verl's recipe): 16 samples per prompt, completions of at most
+16,384 + 4,096 tokens with a 4,096-token overlong buffer (factor 1.0), lr 1e-6 warmed up over 10 rollout steps, weight decay 0.1,
+clip 0.2 / 0.28, at most 10 generation rounds of up to 3 generation batches. Batch sizes depend on the hardware: see
+`recipes/configs/dapo-math-*.yaml`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import torch
+from accelerate import PartialState
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import ModelConfig, TrlParser, get_peft_config
+
+from dapo_trl import DAPOConfig, DAPOTrainer
+from dapo_trl.data import load_math_dataset
+from dapo_trl.evaluation import MathEvalCallback
+from dapo_trl.hub import push_folder, save_for_hub
+from dapo_trl.plotting import DashboardCallback
+from dapo_trl.rewards import math_accuracy, math_accuracy_signed
+
+
+# The paper's settings, as parser defaults: a `--config` file and command-line arguments override them.
+PAPER_DEFAULTS = {
+    "num_generations": 16,
+    # 16 optimizer updates per rollout batch, as the paper; per process 16 prompts x 16 samples per rollout batch,
+    # 16 completions per update. The configs size the batches for their hardware.
+    "per_device_train_batch_size": 16,
+    "steps_per_generation": 16,
+    "max_completion_length": 20480,  # 16,384 expected + 4,096 soft-punishment buffer
+    "overlong_buffer_length": 4096,
+    "overlong_penalty_factor": 1.0,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "learning_rate": 1e-6,
+    "lr_scheduler_type": "constant_with_warmup",
+    "warmup_steps": 160,  # the paper's 10 rollout steps of 16 optimizer updates (TRL counts optimizer steps)
+    "weight_decay": 0.1,
+    "max_grad_norm": 1.0,
+    "epsilon": 0.2,
+    "epsilon_high": 0.28,
+    "beta": 0.0,
+    "loss_agg_mode": "token-mean",
+    "dynamic_sampling": True,
+    "dynamic_sampling_max_oversample": 3.0,  # verl: generation batches of 3x the training prompts
+    "max_num_gen_batches": 10,
+}
+
+
+@dataclass
+class ScriptArguments:
+    """Arguments of the DAPO-Math recipe that are neither training (`DAPOConfig`) nor model (`ModelConfig`) ones."""
+
+    dataset_name: str = field(
+        default="BytedTsinghua-SIA/DAPO-Math-17k",
+        metadata={"help": "Training set: Hub id, local folder or .parquet/.json/.jsonl file, in verl's layout."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Training set configuration name."})
+    dataset_split: str = field(default="train", metadata={"help": "Training split."})
+    dedupe: bool = field(
+        default=True, metadata={"help": "Drop repeated prompts (the Hub copy of DAPO-Math-17k repeats problems)."}
+    )
+    max_train_problems: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
+    eval_dataset_name: str | None = field(
+        default="BytedTsinghua-SIA/AIME-2024",
+        metadata={
+            "help": "AIME-style held-out set (verl's layout, or problem/answer columns); empty string: no evaluation."
+        },
+    )
+    eval_dataset_config: str | None = field(default=None, metadata={"help": "Evaluation set configuration name."})
+    eval_dataset_split: str = field(default="train", metadata={"help": "Evaluation split."})
+    num_eval_problems: int | None = field(default=None, metadata={"help": "Evaluate on the first N problems only."})
+    eval_k: int = field(default=32, metadata={"help": "Samples per problem for avg@k / pass@k (paper: 32); 0: none."})
+    eval_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the evaluation."})
+    eval_top_p: float = field(default=0.7, metadata={"help": "Top-p of the evaluation samples (paper: 0.7)."})
+    eval_greedy: bool = field(default=True, metadata={"help": "Also report greedy pass@1."})
+    eval_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Evaluation completion length; defaults to `max_completion_length`."}
+    )
+    eval_batch_size: int = field(default=64, metadata={"help": "Sequences per `generate` call in the evaluation."})
+    eval_before: bool = field(default=True, metadata={"help": "Evaluate before training too."})
+    eval_every: int | None = field(
+        default=None, metadata={"help": "Also evaluate every N optimizer steps (16 per rollout batch in the configs)."}
+    )
+    signed_reward: bool = field(
+        default=True,
+        metadata={
+            "help": "Paper's +1 / -1 correctness reward (`math_accuracy_signed`); false: 1 / 0 (`math_accuracy`). "
+            "The overlong penalty (up to -overlong_penalty_factor) weighs twice as much against a 1 / 0 reward."
+        },
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, DAPOConfig, ModelConfig]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not torch.cuda.is_available() and "--bf16" not in argv:
+        argv = ["--bf16", "false", *argv]  # no CUDA: fp32, rather than transformers' bf16 error
+    parser = TrlParser((ScriptArguments, DAPOConfig, ModelConfig))
+    parser.set_defaults(**PAPER_DEFAULTS)
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    if not model_args.model_name_or_path:
+        sys.exit("Pass --model_name_or_path (e.g. Qwen/Qwen2.5-32B), or --config recipes/configs/dapo-math-*.yaml.")
+    return script_args, training_args, model_args
+
+
+def use_cache_if_hub_unreachable(timeout: float = 3.0) -> None:
+    """Offline mode (cache only, no retries) when the Hub does not answer within `timeout` seconds.
+
+    The same check as `recipes/gsm8k.py`'s `hub_reachable`, kept here so the two scripts stay independent; it belongs
+    in the shared offline helper the GSM8K recipe is getting."""
+    import datasets
+    import huggingface_hub
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+
+
+def load_inputs(script_args: ScriptArguments, model_args: ModelConfig):
+    """Model, tokenizer, training set and evaluation set (or `None`); exits with one line when one cannot load."""
+    model_id, name = model_args.model_name_or_path, script_args.dataset_name
+    use_cache_if_hub_unreachable()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=model_args.dtype or "auto")
+        train = load_math_dataset(
+            name,
+            script_args.dataset_split,
+            script_args.dataset_config,
+            script_args.dedupe,
+            script_args.max_train_problems,
+        )
+        name = script_args.eval_dataset_name
+        test = None
+        if name:
+            test = load_math_dataset(
+                name,
+                script_args.eval_dataset_split,
+                script_args.eval_dataset_config,
+                True,
+                script_args.num_eval_problems,
+            )
+    except Exception as error:  # noqa: BLE001 - one clear line instead of a traceback from deep inside a loader
+        sys.exit(f"Cannot load {model_id!r} / {name!r}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
+    return model, tokenizer, train, test
+
+
+def eval_callback(test, tokenizer, script_args: ScriptArguments, training_args: DAPOConfig) -> MathEvalCallback:
+    """avg@k, pass@k and greedy pass@1 on `test` before, during (`--eval_every`) and after training."""
+    return MathEvalCallback(
+        test,
+        tokenizer,
+        before=script_args.eval_before,
+        eval_every=script_args.eval_every,
+        k=script_args.eval_k,
+        max_new_tokens=script_args.eval_max_new_tokens or training_args.max_completion_length,
+        temperature=script_args.eval_temperature,
+        top_p=script_args.eval_top_p,
+        greedy=script_args.eval_greedy,
+        batch_size=script_args.eval_batch_size,
+        seed=training_args.seed,
+    )
+
+
+def save_and_push(trainer, script_args, training_args, model_args, metrics: dict, push: bool) -> None:
+    """`OUTPUT_DIR/final/`: the model (the adapter with --use_peft), tokenizer and model card; pushed if asked."""
+    final_dir = os.path.join(training_args.output_dir, "final")
+    after = metrics.get("after") or {}
+    card_metrics = {f"{script_args.eval_dataset_name} {k} after RL": f"{v:.1%}" for k, v in after.items() if "@" in k}
+    save_for_hub(
+        trainer,
+        final_dir,
+        base_model=model_args.model_name_or_path,
+        dataset_name=script_args.dataset_name if "/" in script_args.dataset_name else None,
+        repo_id=training_args.hub_model_id,
+        metrics=card_metrics or None,
+    )
+    if push:
+        url = push_folder(
+            final_dir,
+            training_args.hub_model_id,
+            private=training_args.hub_private_repo,
+            token=training_args.hub_token,
+        )
+        print(f"pushed to {url}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    script_args, training_args, model_args = parse_args(argv)
+    start = time.perf_counter()
+    push, training_args.push_to_hub = training_args.push_to_hub, False  # we push the final folder ourselves
+    if push and not training_args.hub_model_id:
+        sys.exit("--push_to_hub needs --hub_model_id (e.g. <user>/qwen2.5-32b-dapo-math).")
+    reward = math_accuracy_signed if script_args.signed_reward else math_accuracy
+    # Filter on correctness alone, never on the overlong penalty added to it.
+    training_args.dynamic_sampling_metric = training_args.dynamic_sampling_metric or reward.__name__
+    model, tokenizer, train, test = load_inputs(script_args, model_args)
+
+    callbacks = [DashboardCallback()]
+    if test is not None:
+        callbacks.append(eval_callback(test, tokenizer, script_args, training_args))
+    trainer = DAPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=training_args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=callbacks,
+    )
+    rl_start = time.perf_counter()
+    trainer.train()
+    metrics: dict = {"train_problems": len(train), "rl_steps": trainer.state.global_step}
+    metrics["rl_seconds"] = time.perf_counter() - rl_start  # evaluations included
+    if test is not None:
+        metrics.update(callbacks[-1].results)
+    metrics["total_seconds"] = time.perf_counter() - start
+    if PartialState().is_main_process:
+        with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    save_and_push(trainer, script_args, training_args, model_args, metrics, push)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
+    if torch.distributed.is_initialized():  # under torchrun: a clean exit instead of gloo aborting at shutdown
+        torch.distributed.destroy_process_group()
