@@ -52,7 +52,9 @@ def count_traffic(counter: dict) -> None:
         original = getattr(c10d, name)
 
         def wrapper(*args, **kwargs):
-            counter["bytes"] += received(*args, **kwargs)
+            n = received(*args, **kwargs)
+            counter["bytes"] += n
+            counter[name] = counter.get(name, 0) + n
             return original(*args, **kwargs)
 
         wrapper.__name__ = name
@@ -120,6 +122,7 @@ def worker(trainer_name: str, model_dir: str, out: str, steps: int) -> None:
         "final_local": max(trained) * args.steps_per_generation if trained else None,
         "rounds": sum(rounds) / len(rounds) if rounds else 1.0,
         "seconds_per_step": elapsed / steps,
+        "by_call": {k: v for k, v in counter.items() if k != "bytes"},
     }
     Path(f"{out}.rank{rank}.json").write_text(json.dumps(result))
 
@@ -157,7 +160,10 @@ def run(trainer: str, processes: int, model_dir: str, steps: int, code: Path, wo
     if result.returncode != 0:
         raise RuntimeError(f"{trainer} x{processes} failed:\n{result.stderr[-3000:]}")
     ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(processes)]
-    summary = {key: max(r[key] for r in ranks) if ranks[0][key] is not None else None for key in ranks[0]}
+    summary = {
+        key: max(r[key] for r in ranks) if ranks[0][key] is not None else None for key in ranks[0] if key != "by_call"
+    }
+    summary["by_call"] = ranks[0]["by_call"]  # rank 0's received bytes per torch.distributed call
     summary["ratio"] = max(r["received"] / r["trained"] for r in ranks)  # the worst rank
     summary["peak_over_final"] = (
         max(r["peak_held"] / r["final_local"] for r in ranks) if ranks[0]["peak_held"] is not None else None
@@ -169,16 +175,44 @@ def paper_estimate() -> str:
     """Bytes per rank per generation batch at DAPO's scale, from the formulas of each design."""
     gpus, prompts, group, tokens, oversample, rounds = 64, 512, 16, 20_480, 3, 2
     per_token = 8 + 8 + 8 + 4  # prompt/completion ids and masks (int64), sampling log-probs (fp32)
-    local = prompts * group // gpus * tokens * per_token
+    chars_per_token = 4  # the completions-table text
+    rows = prompts * group // gpus
+    local = rows * tokens * per_token
     previous = local * gpus * rounds * oversample  # every round's rows of every rank, gathered to every rank
+    text = gpus * rows * tokens * chars_per_token * rounds * oversample / 2  # rounds of ~1.5x a batch on average
     return (
         f"At {gpus} GPUs, {prompts} prompts x {group} samples, {tokens:,} tokens per row ({per_token} bytes per token: "
-        f"ids and masks in int64, sampling log-probs in fp32): a rank trains on {local / 2**30:.2f} GiB per generation "
+        f"ids and masks in int64, sampling log-probs in fp32): a rank trains on {local / 2**20:.0f} MiB per generation "
         f"batch. The previous design gathered every round to every rank: with {rounds} rounds of a {oversample}x "
-        f"batch that is {previous / 2**30:,.0f} GiB received and held per rank. The current design receives at most "
-        f"the rows that must move (at most its own batch, {local / 2**30:.2f} GiB, in the worst case) and holds at most "
-        f"(1 + max_oversample) x {local / 2**30:.2f} GiB, whatever the number of GPUs."
+        f"batch that is {previous / 2**30:,.0f} GiB received and held per rank. The current design moves at most the "
+        f"rows that must move (at most its own batch, {local / 2**20:.0f} MiB, in the worst case) and holds at most "
+        f"(1 + max_oversample) x {local / 2**20:.0f} MiB, whatever the number of GPUs. Not ours to remove: TRL's "
+        f"`_generate_and_score_completions` gathers the prompt and completion text of every row to every rank for "
+        f"its completions table (plain GRPOTrainer does it once per generation; inside dynamic sampling it runs once "
+        f"per round): at ~{chars_per_token} characters per token that is ~{text / 2**30:.1f} GiB per rank per "
+        f"generation batch here, the largest remaining exchange, and it grows with the number of GPUs."
     )
+
+
+def reading(results: list[dict]) -> str:
+    """What the table says, from its own numbers."""
+    ratio = {(r["name"], r["processes"]): r["ratio"] for r in results}
+    dapo, grpo = (ratio.get(("DAPOTrainer", p)) for p in (2, 4)), (ratio.get(("GRPOTrainer (TRL)", p)) for p in (2, 4))
+    (d2, d4), (g2, g4) = dapo, grpo
+    if d4 is None:
+        return "Quick run: 1 and 2 processes only."
+    text = (
+        f"DAPOTrainer receives {d4:.2f}x the bytes it trains on at 4 processes ({d2:.2f}x at 2: "
+        f"{(d4 / d2 - 1) * 100:+.0f}%); TRL's GRPOTrainer {g4:.2f}x ({g2:.2f}x at 2: {(g4 / g2 - 1) * 100:+.0f}%). "
+        "What grows with the process count is all-gathers: TRL's own per-round gathers (rewards, the completions-table "
+        "text, metrics) and the decision's per-row scalars, which every rank receives from every other rank, once per "
+        "round; the rows that move do not grow with it. Of those, the decision's scalars are a few bytes per row; TRL's "
+        "completions-table text is the large one (see the estimate below)."
+    )
+    previous = ratio.get(("DAPOTrainer, previous design", 4))
+    if previous is not None:
+        text += f" The previous design received {previous:.2f}x at 4 processes."
+    return text
 
 
 def render(results: list[dict], meta: dict) -> str:
@@ -196,16 +230,17 @@ def render(results: list[dict], meta: dict) -> str:
         "pool of gathered rounds). Step time is wall time per optimizer step (2 cores shared by all processes: compare "
         "within a row, not across process counts).",
         "",
-        "| trainer | processes | received / trained | MiB received / step | peak held / final batch | rounds | s / step |",
+        "| trainer | processes | received / trained | KiB received / step | peak held / final batch | rounds | s / step |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         peak = f"{r['peak_over_final']:.2f}" if r["peak_over_final"] is not None else "n/a"
         lines.append(
-            f"| {r['name']} | {r['processes']} | {r['ratio']:.2f} | {r['received'] / r['steps'] / 2**20:.2f} | {peak} "
+            f"| {r['name']} | {r['processes']} | {r['ratio']:.2f} | {r['received'] / r['steps'] / 2**10:.1f} | {peak} "
             f"| {r['rounds']:.2f} | {r['seconds_per_step']:.2f} |"
         )
-    lines += ["", "## At DAPO's scale (estimate, not measured)", "", paper_estimate(), ""]
+    lines += ["", "## Reading", "", reading(results), ""]
+    lines += ["## At DAPO's scale (estimate, not measured)", "", paper_estimate(), ""]
     return "\n".join(lines)
 
 
@@ -216,7 +251,12 @@ def main(argv=None) -> int:
     parser.add_argument("--previous", type=Path, help="a checkout of the previous design (v0.1) to measure too")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--out", type=Path, help="report path (default: benchmarks/SCALING.md; --quick: a temp dir)")
+    parser.add_argument("--render", type=Path, help="only re-render the report from a results JSON this script wrote")
     args = parser.parse_args(argv)
+    if args.render:
+        data = json.loads(args.render.read_text())
+        (args.out or args.render.with_suffix(".md")).write_text(render(data["results"], data["meta"]))
+        return 0
     if args.worker:
         trainer, model_dir, out, steps = args.worker
         worker(trainer, model_dir, out, int(steps))
