@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import GRPOConfig
 
 from .core import LOSS_AGG_MODES
+from .quiet import known_warnings_quiet
+
+
+logger = logging.getLogger(__name__)
 
 
 DYNAMIC_SAMPLING_SOURCES = ("new_prompts", "same_prompts")
@@ -22,7 +28,9 @@ class DAPOConfig(GRPOConfig):
     knobs of the DAPO recipe (Yu et al. 2025, [arXiv 2503.14476](https://huggingface.co/papers/2503.14476)).
 
     Changed defaults (DAPO's): `epsilon=0.2`, `epsilon_high=0.28` (clip-higher), `beta=0.0` (no KL term, no reference
-    model), `mask_truncated_completions=True` (overlong filtering), `loss_type="dapo"`.
+    model), `mask_truncated_completions=True` (overlong filtering), `loss_type="dapo"`. Device: with `bf16` unset,
+    bf16 when a bf16-capable accelerator is present (TRL's default), else fp32, with one log line saying so (TRL
+    would stop with transformers' "Your setup doesn't support bf16/gpu" error); `bf16=True` insists on bf16.
 
     Parameters:
         > Loss
@@ -187,7 +195,9 @@ class DAPOConfig(GRPOConfig):
                 f"num_generations must be >= 2 (got {self.num_generations}): group advantages and dynamic sampling "
                 "compare completions of the same prompt."
             )
-        super().__post_init__()
+        self._resolve_bf16()
+        with known_warnings_quiet():  # TRL's `gradient_checkpointing` default trips a transformers FutureWarning
+            super().__post_init__()
         _check(self.epsilon >= 0 and self.epsilon < 1, "epsilon", self.epsilon, "must be in [0, 1)")
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon
@@ -289,6 +299,18 @@ class DAPOConfig(GRPOConfig):
         for name, default in _UNSUPPORTED_LOSS_OPTIONS.items():
             value = getattr(self, name)
             _check(value == default, name, value, f"is not supported by DAPOTrainer's loss (leave it at {default!r})")
+
+    def _resolve_bf16(self) -> None:
+        """`bf16=None`: bf16 on a bf16-capable accelerator (TRL's default), fp32 without one, instead of an error."""
+        has_bf16 = is_torch_bf16_gpu_available() or is_torch_xla_available()
+        if self.bf16 is None and not self.fp16 and not has_bf16:
+            self.bf16 = False
+            logger.warning("dapo_trl: no CUDA GPU with bf16 found: training in fp32 on the CPU (bf16=True to insist).")
+        elif self.bf16 and not has_bf16 and not self.use_cpu:
+            raise ValueError(
+                "DAPOConfig.bf16=True needs a bf16-capable GPU and none was found: leave bf16 unset to train in fp32, "
+                "or set use_cpu=True as well to train in bf16 on the CPU."
+            )
 
 
 # GRPOConfig loss options that DAPOTrainer.compute_loss does not implement, with the value that turns them off.
