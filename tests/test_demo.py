@@ -160,6 +160,16 @@ def test_recipe_tiny_smoke(tmp_path):
     assert saved == metrics
     assert metrics["rl_steps"] == 2 and metrics["eval_problems"] == 8
     assert 0.0 <= metrics["accuracy_before"] <= 1.0 and 0.0 <= metrics["accuracy_after"] <= 1.0
+    # The folder the demo wrote can be plotted as it is (the recipe saves trainer_state.json), and compared.
+    from dapo_trl.cli import main as cli
+
+    (tmp_path / "dashboard.png").unlink()
+    assert cli(["plot", str(tmp_path)]) == 0 and (tmp_path / "dashboard.png").stat().st_size > 10_000
+    other = tmp_path.parent / f"{tmp_path.name}-copy"
+    other.mkdir()
+    (other / "trainer_state.json").write_bytes((tmp_path / "trainer_state.json").read_bytes())
+    assert cli(["plot", str(tmp_path), str(other), "-o", str(other / "cmp.png")]) == 0
+    assert (other / "cmp.png").stat().st_size > 10_000
 
 
 def test_recipe_offline_hub_exits_fast(monkeypatch, tmp_path, capsys):
