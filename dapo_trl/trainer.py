@@ -221,7 +221,9 @@ class DAPOTrainer(GRPOTrainer):
             tags += ["lora", "peft"]
         repo_id = repo_id or self.args.hub_model_id
         if model_name is None:  # the name TRL gives the checkpoints' card
-            model_name = repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.normpath(self.args.output_dir))
+            model_name = (
+                repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.normpath(self.args.output_dir))
+            )
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
         path = os.path.join(self.args.output_dir, "README.md")
         with open(path, encoding="utf-8") as f:

@@ -199,7 +199,9 @@ def test_card_leaves_local_base_model_and_missing_dataset_out_of_metadata(lora_r
 
 def test_card_is_trls_template_completed(lora_run, tmp_path):
     """One card: TRL's template (its sections, citation, tags) with DAPO's additions, the same in output_dir."""
-    save_for_hub(lora_run.trainer, tmp_path, base_model=BASE_ID, dataset_name=DATASET, metrics=METRICS, repo_id=REPO_ID)
+    save_for_hub(
+        lora_run.trainer, tmp_path, base_model=BASE_ID, dataset_name=DATASET, metrics=METRICS, repo_id=REPO_ID
+    )
     card = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert card == (Path(lora_run.trainer.args.output_dir) / "README.md").read_text(encoding="utf-8")
     assert card == (lora_run.folder / "README.md").read_text(encoding="utf-8")  # the same document every time

@@ -76,7 +76,9 @@ def test_bad_yaml_config_is_one_line(tmp_path, capsys):
 def test_format_log_training_line_and_missing_values():
     logs = {"reward": 0.25, "entropy": 0.5, "loss": 0.1234, "clip_ratio/low_mean": 0.01, "clip_ratio/high_mean": 0.0}
     line = format_log(logs, step=7, max_steps=300)
-    assert line == "step   7/300 | reward 0.250 | keep - | rounds - | clip lo/hi 1.00%/0.00% | entropy 0.500 | loss 0.123"
+    assert (
+        line == "step   7/300 | reward 0.250 | keep - | rounds - | clip lo/hi 1.00%/0.00% | entropy 0.500 | loss 0.123"
+    )
     assert format_log({"reward": float("nan"), "loss": None}, step=1).startswith("step 1 | reward - |")
     assert len(format_log({f"key{i}": 1.0 for i in range(60)}, step=1, max_steps=10)) < 120
 
