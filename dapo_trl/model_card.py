@@ -73,7 +73,7 @@ def complete_card(
     sections = [_training(s, trainer, peft_config) if s.startswith("## Training procedure") else s for s in sections]
     if extra:
         sections = _insert_before(sections, "## Citations", f"## Additional information\n\n{extra.strip()}\n\n")
-    card.text = "".join(sections)
+    card.text = re.sub(r"\n([ \t]*\n){2,}", "\n\n", "".join(sections))  # TRL's template leaves empty badge lines
     return str(card)
 
 
@@ -106,7 +106,7 @@ def _intro(preamble: str, base_model: str | None, datasets: list[str], is_peft: 
     data = " on " + ", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in datasets) if datasets else ""
     kind = "a LoRA adapter (load it on top of the base model)" if is_peft else "a fine-tuned version"
     return (
-        f"{title}\n\nThis model is {kind} of {base}, trained with reinforcement learning{data} using **{name}** "
+        f"\n{title}\n\nThis model is {kind} of {base}, trained with reinforcement learning{data} using **{name}** "
         f"(Decoupled Clip and Dynamic sAmpling Policy Optimization, [arXiv:{paper['id']}]"
         f"(https://arxiv.org/abs/{paper['id']})) with dapo-trl, a DAPO trainer on top of "
         "[TRL](https://github.com/huggingface/trl).\n\n"
