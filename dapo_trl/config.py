@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import torch
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import GRPOConfig
 
@@ -195,7 +196,7 @@ class DAPOConfig(GRPOConfig):
                 f"num_generations must be >= 2 (got {self.num_generations}): group advantages and dynamic sampling "
                 "compare completions of the same prompt."
             )
-        self._resolve_bf16()
+        self._resolve_device()
         with known_warnings_quiet():  # TRL's `gradient_checkpointing` default trips a transformers FutureWarning
             super().__post_init__()
         _check(self.epsilon >= 0 and self.epsilon < 1, "epsilon", self.epsilon, "must be in [0, 1)")
@@ -300,8 +301,9 @@ class DAPOConfig(GRPOConfig):
             value = getattr(self, name)
             _check(value == default, name, value, f"is not supported by DAPOTrainer's loss (leave it at {default!r})")
 
-    def _resolve_bf16(self) -> None:
-        """`bf16=None`: bf16 on a bf16-capable accelerator (TRL's default), fp32 without one, instead of an error."""
+    def _resolve_device(self) -> None:
+        """`bf16=None`: bf16 on a bf16-capable accelerator (TRL's default), fp32 without one, instead of an error;
+        no memory pinning without an accelerator."""
         has_bf16 = is_torch_bf16_gpu_available() or is_torch_xla_available()
         if self.bf16 is None and not self.fp16 and not has_bf16:
             self.bf16 = False
@@ -311,6 +313,8 @@ class DAPOConfig(GRPOConfig):
                 "DAPOConfig.bf16=True needs a bf16-capable GPU and none was found: leave bf16 unset to train in fp32, "
                 "or set use_cpu=True as well to train in bf16 on the CPU."
             )
+        if not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # nothing to pin for (torch warns on every dataloader otherwise)
 
 
 # GRPOConfig loss options that DAPOTrainer.compute_loss does not implement, with the value that turns them off.

@@ -26,6 +26,7 @@ use_compact_console(trainer)  # one short line per logging step
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import dataclasses
 import difflib
@@ -37,6 +38,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlparse
 
+import yaml
 from transformers import TrainingArguments
 from trl import GRPOConfig, ModelConfig, TrlParser
 
@@ -153,24 +155,21 @@ class RecipeParser(TrlParser):
 
     def _sections(self, common: list[str]) -> list[tuple[str, set[str], bool]]:
         """(title, field names, shown by --help) in display order."""
-        dapo = set(DAPOConfig.__dict__.get("__annotations__", {}))
-        grpo = {f.name for f in dataclasses.fields(GRPOConfig)}
-        training_args = set(grpo)
-        for dtype in self.dataclass_types:
-            if isinstance(dtype, type) and issubclass(dtype, DAPOConfig):
-                training_args |= {f.name for f in dataclasses.fields(dtype)}
+        dapo = set(DAPOConfig.__dict__.get("__annotations__", {}))  # fields DAPOConfig adds or redefines
         base = {f.name for f in dataclasses.fields(TrainingArguments)}
+        grpo = {f.name for f in dataclasses.fields(GRPOConfig)} - base
         script = set()
         for dtype in self.dataclass_types:
             if not issubclass(dtype, (TrainingArguments, ModelConfig)):
                 script |= {f.name for f in dataclasses.fields(dtype)}
+        common = set(common) - script - dapo
         return [
             (f"{self.prog} options", script, True),
             ("DAPO options", dapo - script, True),
-            ("common training options", set(common) - script - dapo, True),
-            ("TRL GRPOConfig options", (grpo - base) - set(common) - dapo - script, False),
-            ("TRL ModelConfig options", {f.name for f in dataclasses.fields(ModelConfig)} - set(common), False),
-            ("transformers TrainingArguments options", training_args - set(common) - dapo - script, False),
+            ("common training options", common, True),
+            ("TRL GRPOConfig options", grpo - common - dapo - script, False),
+            ("TRL ModelConfig options", {f.name for f in dataclasses.fields(ModelConfig)} - common, False),
+            ("transformers TrainingArguments options", base - common - dapo - script, False),
         ]
 
     def _regroup(self, common: list[str]) -> None:
@@ -209,19 +208,15 @@ class RecipeParser(TrlParser):
             return super().parse_args_and_config(args, **kwargs)
         except ValueError as error:
             self.error(self._option_message(str(error)))
-        except (OSError, ImportError) as error:  # --config FILE missing or unreadable
+        except OSError as error:  # --config FILE missing or unreadable
             self.error(f"--config: {error}")
-        except Exception as error:  # noqa: BLE001 - yaml errors and the like: still one line, with the type
-            if type(error).__module__.startswith("yaml"):
-                self.error(f"--config: invalid YAML: {' '.join(str(error).split())}")
-            raise
+        except yaml.YAMLError as error:
+            self.error(f"--config: invalid YAML: {' '.join(str(error).split())}")
 
     def _option_message(self, message: str) -> str:
         """Name the command-line option in a dataclass's error message; suggest close matches for unknown ones."""
         unused = re.match(r"Some specified arguments are not used by the HfArgumentParser: (\[.*\])", message)
         if unused:
-            import ast
-
             words = ast.literal_eval(unused.group(1))
             known = [s for a in self._actions for s in a.option_strings]
             hints = [
