@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import GRPOConfig
 
-from .core import LOSS_AGG_MODES
+from .core import IMPORTANCE_SAMPLING_LEVELS, LOSS_AGG_MODES, LOSS_TYPES
 from .quiet import known_warnings_quiet
 
 
@@ -28,21 +28,38 @@ class DAPOConfig(GRPOConfig):
     Configuration class for [`DAPOTrainer`]: every [`~trl.GRPOConfig`] argument, with DAPO's defaults, plus the
     knobs of the DAPO recipe (Yu et al. 2025, [arXiv 2503.14476](https://huggingface.co/papers/2503.14476)).
 
-    Changed defaults (DAPO's): `epsilon=0.2`, `epsilon_high=0.28` (clip-higher), `beta=0.0` (no KL term, no reference
-    model), `mask_truncated_completions=True` (overlong filtering), `loss_type="dapo"`. Device: with `bf16` unset,
-    bf16 when a bf16-capable accelerator is present (TRL's default), else fp32, with one log line saying so (TRL
-    would stop with transformers' "Your setup doesn't support bf16/gpu" error); `bf16=True` insists on bf16.
+    Defaults that differ from TRL's (DAPO's): `epsilon_high=0.28` (clip-higher; TRL: same as `epsilon`),
+    `mask_truncated_completions=True` (overlong filtering), `dynamic_sampling=True`. TRL's own defaults are already
+    DAPO's for the rest: `loss_type="dapo"`, `epsilon=0.2`, `beta=0.0` (no KL term, no reference model). Device: with
+    `bf16` unset, bf16 when a bf16-capable accelerator is present (TRL's default), else fp32, with one log line saying
+    so (TRL would stop with transformers' "Your setup doesn't support bf16/gpu" error); `bf16=True` insists on bf16.
+
+    Every `GRPOConfig` loss option keeps TRL's meaning and formula: `loss_type` (`"dapo"`, `"grpo"`, `"bnpo"`,
+    `"dr_grpo"`, `"cispo"`, `"sapo"`, `"luspo"`, `"vespo"`), `importance_sampling_level`, `delta`,
+    `top_entropy_quantile`, `off_policy_mask_threshold`, `entropy_coef`/`use_adaptive_entropy`, the `sapo_*` and
+    `vespo_*` parameters, `use_liger_kernel`. Only the normalization differs: every aggregation is over the whole
+    optimizer step, counted exactly (see `loss_agg_mode`).
 
     Parameters:
         > Loss
 
-        loss_agg_mode (`str`, *optional*, defaults to `"token-mean"`):
+        epsilon_high (`float` or `None`, *optional*, defaults to `0.28`):
+            Upper clip bound (clip-higher): the ratio is clipped above at `1 + epsilon_high`. `None` means the same
+            as `epsilon`. With `loss_type="cispo"` it is the cap of the importance weight itself (ScaleRL: `5.0`).
+        mask_truncated_completions (`bool`, *optional*, defaults to `True`):
+            Overlong filtering: truncated completions are masked out of the loss.
+        loss_agg_mode (`str` or `None`, *optional*, defaults to `None`):
             How per-token losses become one scalar, over the whole optimizer step (all gradient-accumulation
             micro-batches and all processes): `"token-mean"` (DAPO), `"seq-mean-token-mean"` (GRPO),
-            `"seq-mean-token-sum"`, `"seq-mean-token-sum-norm"` (sum divided by `max_completion_length`).
+            `"seq-mean-token-sum"` (LUSPO), `"seq-mean-token-sum-norm"` (Dr. GRPO: sum divided by rows times
+            `max_completion_length`). `None` follows `loss_type` as TRL does: `grpo`/`sapo` -> `"seq-mean-token-mean"`,
+            `dapo`/`bnpo`/`cispo`/`vespo` -> `"token-mean"`, `dr_grpo` -> `"seq-mean-token-sum-norm"`, `luspo` ->
+            `"seq-mean-token-sum"`. Set explicitly, it overrides the aggregation of `dapo`, `cispo`, `sapo` and
+            `vespo`; `grpo`, `bnpo`, `dr_grpo` and `luspo` are aggregations themselves and refuse another one.
         clip_ratio_c (`float` or `None`, *optional*, defaults to `None`):
             Dual-clip bound for tokens with negative advantage: their loss is capped at `-A * clip_ratio_c`. Must be
-            `> 1`; verl uses `3.0`. `None` disables it.
+            `> 1`; verl uses `3.0`. `None` disables it. Applies to the clipped-ratio losses (`dapo`, `grpo`, `bnpo`,
+            `dr_grpo`, `luspo`), refused with `cispo`, `sapo` and `vespo`, which have no ratio surrogate to bound.
 
         > Dynamic sampling
 
@@ -96,10 +113,6 @@ class DAPOConfig(GRPOConfig):
     """
 
     # GRPOConfig fields whose default DAPO changes
-    epsilon: float = field(
-        default=0.2,
-        metadata={"help": "Lower clip bound: the probability ratio is clipped below at `1 - epsilon` (DAPO: 0.2)."},
-    )
     epsilon_high: float | None = field(
         default=0.28,
         metadata={
@@ -107,26 +120,25 @@ class DAPOConfig(GRPOConfig):
             "`None` means the same as `epsilon`."
         },
     )
-    beta: float = field(
-        default=0.0,
-        metadata={"help": "KL coefficient. DAPO uses 0.0: no KL term and no reference model."},
-    )
     mask_truncated_completions: bool = field(
         default=True,
         metadata={"help": "Overlong filtering: mask truncated completions out of the loss (DAPO: True)."},
     )
 
     # Loss
-    loss_agg_mode: str = field(
-        default="token-mean",
+    loss_agg_mode: str | None = field(
+        default=None,
         metadata={
-            "help": "Loss aggregation over the whole optimizer step.",
+            "help": "Loss aggregation over the whole optimizer step; `None` follows `loss_type` as TRL does.",
             "choices": list(LOSS_AGG_MODES),
         },
     )
     clip_ratio_c: float | None = field(
         default=None,
-        metadata={"help": "Dual-clip bound (> 1) for negative-advantage tokens; `None` disables it (verl: 3.0)."},
+        metadata={
+            "help": "Dual-clip bound (> 1) for negative-advantage tokens of the clipped-ratio losses; `None` disables "
+            "it (verl: 3.0)."
+        },
     )
 
     # Dynamic sampling
@@ -205,17 +217,12 @@ class DAPOConfig(GRPOConfig):
         _check(self.epsilon_high >= 0, "epsilon_high", self.epsilon_high, "must be >= 0")
         _check(self.beta >= 0, "beta", self.beta, "must be >= 0")
         _check(
-            self.loss_agg_mode in LOSS_AGG_MODES,
-            "loss_agg_mode",
-            self.loss_agg_mode,
-            f"must be one of {LOSS_AGG_MODES}",
-        )
-        _check(
             self.clip_ratio_c is None or self.clip_ratio_c > 1,
             "clip_ratio_c",
             self.clip_ratio_c,
             "must be > 1 or None",
         )
+        self._check_loss_options()
         _check(
             self.dynamic_sampling_source in DYNAMIC_SAMPLING_SOURCES,
             "dynamic_sampling_source",
@@ -246,21 +253,6 @@ class DAPOConfig(GRPOConfig):
             self.dynamic_sampling_skip_zero_variance,
             "needs dynamic_sampling=True",
         )
-        # Kept groups come from several rounds and keep the advantages computed in their round: right for per-group
-        # normalization, wrong for batch-wide statistics that included the dropped groups.
-        if self.dynamic_sampling:
-            _check(
-                self.scale_rewards != "batch",
-                "scale_rewards",
-                self.scale_rewards,
-                "= 'batch' is not supported with dynamic_sampling (use 'group' or 'none')",
-            )
-            _check(
-                self.multi_objective_aggregation != "normalize_then_sum",
-                "multi_objective_aggregation",
-                self.multi_objective_aggregation,
-                "= 'normalize_then_sum' is not supported with dynamic_sampling (use 'sum_then_normalize')",
-            )
         _check(
             not self.dynamic_sampling_skip_zero_variance or self.dynamic_sampling_source == "new_prompts",
             "dynamic_sampling_skip_zero_variance",
@@ -290,16 +282,47 @@ class DAPOConfig(GRPOConfig):
         _check(
             self.overlong_penalty_factor >= 0, "overlong_penalty_factor", self.overlong_penalty_factor, "must be >= 0"
         )
-        # DAPOTrainer owns the loss: TRL options that change TRL's loss would be silently ignored, so refuse them.
+
+    def _check_loss_options(self) -> None:
+        """`loss_type` and the options that only some loss types read: refused where they would be ignored."""
+        _check(self.loss_type in LOSS_TYPES, "loss_type", self.loss_type, f"must be one of {tuple(LOSS_TYPES)}")
+        surrogate, aggregation = LOSS_TYPES[self.loss_type]
+        if self.loss_agg_mode is None:
+            self.loss_agg_mode = aggregation
         _check(
-            self.loss_type == "dapo",
-            "loss_type",
-            self.loss_type,
-            "must be 'dapo'; choose the aggregation with loss_agg_mode",
+            self.loss_agg_mode in LOSS_AGG_MODES,
+            "loss_agg_mode",
+            self.loss_agg_mode,
+            f"must be one of {LOSS_AGG_MODES} or None",
         )
-        for name, default in _UNSUPPORTED_LOSS_OPTIONS.items():
+        if self.loss_type in ("grpo", "bnpo", "dr_grpo", "luspo") and self.loss_agg_mode != aggregation:
+            raise ValueError(
+                f"DAPOConfig.loss_agg_mode={self.loss_agg_mode!r} contradicts loss_type={self.loss_type!r}, which "
+                f"aggregates with {aggregation!r}: unset loss_agg_mode, or use loss_type='dapo' with it."
+            )
+        _check(
+            self.importance_sampling_level in IMPORTANCE_SAMPLING_LEVELS,
+            "importance_sampling_level",
+            self.importance_sampling_level,
+            f"must be one of {IMPORTANCE_SAMPLING_LEVELS}",
+        )
+        _check(
+            0.0 <= self.top_entropy_quantile <= 1.0,
+            "top_entropy_quantile",
+            self.top_entropy_quantile,
+            "must be in [0, 1]",
+        )
+        for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
+            _check(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
+        defaults = {f.name: f.default for f in fields(GRPOConfig)}
+        defaults["clip_ratio_c"] = None
+        for name, surrogates in _SURROGATE_OPTIONS.items():
             value = getattr(self, name)
-            _check(value == default, name, value, f"is not supported by DAPOTrainer's loss (leave it at {default!r})")
+            if value != defaults[name] and surrogate not in surrogates:
+                raise ValueError(
+                    f"DAPOConfig.{name}={value!r} has no effect with loss_type={self.loss_type!r}; it applies to "
+                    f"loss_type in {_loss_types_using(surrogates)}."
+                )
 
     def _resolve_device(self) -> None:
         """`bf16=None`: bf16 on a bf16-capable accelerator (TRL's default), fp32 without one, instead of an error;
@@ -317,16 +340,21 @@ class DAPOConfig(GRPOConfig):
             self.dataloader_pin_memory = False  # nothing to pin for (torch warns on every dataloader otherwise)
 
 
-# GRPOConfig loss options that DAPOTrainer.compute_loss does not implement, with the value that turns them off.
-_UNSUPPORTED_LOSS_OPTIONS = {
-    "top_entropy_quantile": 1.0,
-    "off_policy_mask_threshold": None,
-    "importance_sampling_level": "token",
-    "delta": None,
-    "entropy_coef": 0.0,
-    "use_adaptive_entropy": False,
-    "use_liger_kernel": False,
+# Options read by some policy losses only (dapo_trl.core.POLICY_LOSSES), refused with the others.
+_SURROGATE_OPTIONS = {
+    "clip_ratio_c": ("clip",),
+    "delta": ("clip",),
+    "sapo_temperature_pos": ("sapo",),
+    "sapo_temperature_neg": ("sapo",),
+    "vespo_k_pos": ("vespo",),
+    "vespo_lambda_pos": ("vespo",),
+    "vespo_k_neg": ("vespo",),
+    "vespo_lambda_neg": ("vespo",),
 }
+
+
+def _loss_types_using(surrogates: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name, (surrogate, _) in LOSS_TYPES.items() if surrogate in surrogates)
 
 
 def _check(ok: bool, name: str, value, requirement: str) -> None:

@@ -1,7 +1,8 @@
 """Dynamic sampling machinery, free of trainer state: the prompt stream, round sizing, and the pool of kept groups.
 
-The trainer runs generation rounds; every rank sees the same gathered rewards, so every object here is fed the same
-values on every rank and takes the same decisions there (nothing here communicates).
+The trainer runs generation rounds; every rank sees the same gathered rewards (scalars), so every object here is fed
+the same values on every rank and takes the same decisions there. Rows stay on the process that generated them;
+only `exchange_rows` communicates, and only the rows that must change process.
 """
 
 from __future__ import annotations
@@ -64,6 +65,59 @@ class PromptStream:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position = state["epoch"], state["position"]
         self._order = self._permutation()
+
+
+class IterablePromptStream:
+    """
+    Endless stream of rows of an iterable (streaming) dataset, for datasets that cannot be indexed: every rank
+    iterates the same stream (reshuffled every epoch with a fixed seed where the dataset can shuffle), so every rank
+    draws the same rows; only the rows a rank generates for are kept. Resuming skips the rows already drawn.
+
+    Example:
+    ```python
+    >>> from datasets import Dataset
+    >>> stream = IterablePromptStream(Dataset.from_dict({"prompt": list("abc")}).to_iterable_dataset(), seed=0)
+    >>> len(stream.take(4)), stream.state_dict()["epoch"]  # crosses into the second epoch
+    (4, 1)
+
+    ```
+    """
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+        self.epoch, self.position = 0, 0
+        self._iterator = None
+
+    def _open(self):
+        dataset = self.dataset
+        if hasattr(dataset, "shuffle"):
+            dataset = dataset.shuffle(seed=self.seed * 1_000_003 + self.epoch)
+        self._iterator = iter(dataset)
+        for _ in range(self.position):  # resume: the rows of this epoch already drawn
+            next(self._iterator)
+
+    def take(self, n: int) -> list[dict]:
+        out, empty_epochs = [], 0
+        while len(out) < n:
+            if self._iterator is None:
+                self._open()
+            try:
+                row = next(self._iterator)
+            except StopIteration:
+                empty_epochs = empty_epochs + 1 if self.position == 0 else 0
+                if empty_epochs > 1:
+                    raise ValueError("The prompt stream needs a non-empty dataset.") from None
+                self.epoch, self.position, self._iterator = self.epoch + 1, 0, None
+                continue
+            self.position += 1
+            out.append(row)
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position, self._iterator = state["epoch"], state["position"], None
 
 
 class RoundPlanner:
@@ -181,47 +235,52 @@ class ZeroVarianceHistory:
 
 
 @dataclass
-class RoundResult:
-    """One generation round, gathered: every row of every rank, groups contiguous."""
-
-    batch: dict[str, torch.Tensor]  # per-row tensors, global
-    values: torch.Tensor  # (rows,) filter metric
-    rewards: torch.Tensor  # (rows,) weighted total reward, for logging
-    rows: list[dict]  # the dataset rows that were generated for (prompt and reward columns)
-
-
-@dataclass
 class GroupPool:
     """
-    Kept and dropped groups of the rounds of one generation batch, identical on every rank.
+    Keep/drop decisions of the rounds of one generation batch, identical on every rank; it holds no rows.
 
-    `assemble` builds the final global batch: the first `target` kept groups in generation order; if fewer were kept
-    (round cap hit), filler groups taken from the dropped ones, whose loss mask is zeroed so that they add neither
-    loss nor tokens to the denominator.
+    A group is kept when its filter values vary ([`~dapo_trl.core.group_keep_mask`]) and, where `carries_gradient`
+    is given, at least one of its rows reaches the loss with a nonzero advantage; groups that vary but carry nothing
+    are counted in `no_gradient`. Dropped zero-variance groups are classified as all at the round's maximum value
+    (`at_max`, e.g. all solved) or minimum (`at_min`).
+
+    Example:
+    ```python
+    >>> pool = GroupPool(num_generations=2)
+    >>> pool.add(torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0]), torch.tensor([True, True, False])).tolist()
+    [True, False, False]
+    >>> pool.kept, pool.at_max, pool.no_gradient
+    ([(0, 0)], 1, 1)
+
+    ```
     """
 
     num_generations: int
     atol: float = 1e-6
     kept: list[tuple[int, int]] = field(default_factory=list)  # (round, group)
     dropped: list[tuple[int, int]] = field(default_factory=list)
-    rounds: list[RoundResult] = field(default_factory=list)
+    rounds: int = 0
     at_max: int = 0
     at_min: int = 0
+    no_gradient: int = 0
 
-    def add(self, result: RoundResult) -> torch.Tensor:
-        """Record a round; returns its keep mask (one bool per group)."""
-        keep = group_keep_mask(result.values, self.num_generations, self.atol)
-        r = len(self.rounds)
-        self.rounds.append(result)
-        grouped = result.values.view(-1, self.num_generations).double()
+    def add(self, values: torch.Tensor, carries_gradient: torch.Tensor | None = None) -> torch.Tensor:
+        """Record a round from its `(rows,)` filter values (groups contiguous); returns its keep mask per group."""
+        varies = group_keep_mask(values, self.num_generations, self.atol)
+        keep = varies if carries_gradient is None else varies & carries_gradient.to(varies.device)
+        r, self.rounds = self.rounds, self.rounds + 1
+        grouped = values.view(-1, self.num_generations).double()
         finite = torch.isfinite(grouped)
         if finite.any():
             top, bottom = grouped[finite].max(), grouped[finite].min()
-        for g, k in enumerate(keep.tolist()):
+        for g, (k, v) in enumerate(zip(keep.tolist(), varies.tolist())):
             if k:
                 self.kept.append((r, g))
                 continue
             self.dropped.append((r, g))
+            if v:
+                self.no_gradient += 1
+                continue
             # Classify the dropped group by its common value against this round's range; when the whole round
             # holds one value, positive counts as "max" (all solved), the rest as "min".
             if not finite[g].any():
@@ -242,33 +301,68 @@ class GroupPool:
     def generated(self) -> int:
         return len(self.kept) + len(self.dropped)
 
-    def assemble(self, target: int, pad_values: dict[str, tuple[float, bool]]) -> tuple[dict, list[dict], dict]:
-        """
-        Returns `(batch, rows, info)`: the global batch of `target` groups, their dataset rows, and counts
-        (`kept`, `filler`, `surplus`).
-        """
-        chosen = self.kept[:target]
-        filler = self.dropped[: target - len(chosen)]
-        picks = chosen + filler
-        row_index = []  # (round, row) per output row
-        for r, g in picks:
-            row_index.extend((r, g * self.num_generations + i) for i in range(self.num_generations))
 
-        keys = self.rounds[0].batch.keys()
-        batch = {}
-        for key in keys:
-            parts = [self.rounds[r].batch[key][row : row + 1] for r, row in row_index]
-            pad_value, left = pad_values.get(key, (0, False))
-            batch[key] = pad_cat(parts, pad_value, left)
-        if filler:
-            # Filler rows: zero loss mask (completion_mask also feeds attention, which is harmless for them).
-            n_real = len(chosen) * self.num_generations
-            batch["completion_mask"][n_real:] = 0
-            if "advantages" in batch:
-                batch["advantages"][n_real:] = 0
-        rows = [self.rounds[r].rows[row] for r, row in row_index]
-        info = {"kept": len(chosen), "filler": len(filler), "surplus": max(len(self.kept) - target, 0)}
-        return batch, rows, info
+def assign_destinations(owners: list[int], loads: list[int], capacity: int) -> list[int]:
+    """
+    Deterministic, minimal-move placement of newly kept rows: the rank that generated a row keeps it while it has
+    room for it (`loads[k] < capacity` rows held), the rest go to the ranks with room, lowest rank first.
+
+    Every rank computes the same answer from the same gathered values, so no placement is communicated; the rows that
+    move are exactly the overflow of each rank.
+
+    Args:
+        owners (`list[int]`): the rank holding each new row, in logical order.
+        loads (`list[int]`): rows each rank already holds for the final batch.
+        capacity (`int`): rows per rank in the final batch.
+
+    Example:
+    ```python
+    >>> assign_destinations([0, 0, 0, 1], loads=[1, 0], capacity=3)
+    [0, 0, 1, 1]
+
+    ```
+    """
+    free = [capacity - load for load in loads]
+    if len(owners) > sum(free):
+        raise ValueError(f"{len(owners)} rows do not fit in the {sum(free)} free slots.")
+    dest, overflow = [0] * len(owners), []
+    for i, owner in enumerate(owners):
+        if free[owner] > 0:
+            dest[i], free[owner] = owner, free[owner] - 1
+        else:
+            overflow.append(i)
+    rank = 0
+    for i in overflow:
+        while free[rank] == 0:
+            rank += 1
+        dest[i], free[rank] = rank, free[rank] - 1
+    return dest
+
+
+def exchange_rows(
+    outgoing: dict[int, dict[str, torch.Tensor]], incoming: dict[int, dict[str, tuple]], device
+) -> dict[int, dict[str, torch.Tensor]]:
+    """
+    Point-to-point transfer of the rows that change process: `outgoing[dst][key]` is sent to rank `dst`, and
+    `incoming[src][key] = (shape, dtype)` announces what rank `src` sends here (both sides computed the same plan,
+    so no sizes travel). One batched call (`batch_isend_irecv`: grouped on NCCL, isend/irecv pairs on gloo); a rank
+    with nothing to move makes no call. Keys are sent in sorted order on both sides so the messages pair up.
+    """
+    received, ops = {}, []
+    for src in sorted(incoming):
+        received[src] = {}
+        for key in sorted(incoming[src]):
+            shape, dtype = incoming[src][key]
+            buffer = torch.empty(shape, dtype=dtype, device=device)
+            received[src][key] = buffer
+            ops.append(torch.distributed.P2POp(torch.distributed.irecv, buffer, src))
+    for dst in sorted(outgoing):
+        for key in sorted(outgoing[dst]):
+            ops.append(torch.distributed.P2POp(torch.distributed.isend, outgoing[dst][key].contiguous(), dst))
+    if ops:
+        for request in torch.distributed.batch_isend_irecv(ops):
+            request.wait()
+    return received
 
 
 def _ceil(x: float) -> int:

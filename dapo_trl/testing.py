@@ -21,11 +21,25 @@ import string
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    GenerationConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+)
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 
-__all__ = ["CHAT_TEMPLATE", "DEFAULT_CHARS", "build_char_tokenizer", "build_tiny_model", "save_tiny_model"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "DEFAULT_CHARS",
+    "build_char_tokenizer",
+    "build_tiny_model",
+    "build_tiny_moe_model",
+    "save_tiny_model",
+]
 
 PAD_TOKEN = "<pad>"
 EOS_TOKEN = "<eos>"
@@ -152,7 +166,63 @@ def build_tiny_model(
     return model
 
 
-def save_tiny_model(output_dir: str | os.PathLike, **kwargs) -> str:
+def build_tiny_moe_model(
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_experts: int = 4,
+    num_experts_per_tok: int = 2,
+    moe_intermediate_size: int = 32,
+    router_aux_loss_coef: float = 0.01,
+    max_position_embeddings: int = 256,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Qwen3MoeForCausalLM:
+    """
+    Build a randomly initialised, tiny Mixture-of-Experts [`~transformers.Qwen3MoeForCausalLM`] matching `tokenizer`,
+    for the router (load-balancing) loss path of the trainers. Every layer is sparse; `router_aux_loss_coef` is the
+    architecture's coefficient TRL reads (its `output_router_logits` stays off: the trainer asks for router logits).
+
+    Example:
+
+    ```python
+    >>> model = build_tiny_moe_model(build_char_tokenizer())
+    >>> model.config.num_experts, model.config.router_aux_loss_coef
+    (4, 0.01)
+
+    ```
+    """
+    config = Qwen3MoeConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=moe_intermediate_size,
+        moe_intermediate_size=moe_intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        head_dim=hidden_size // num_heads,
+        num_experts=num_experts,
+        num_experts_per_tok=num_experts_per_tok,
+        router_aux_loss_coef=router_aux_loss_coef,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen3MoeForCausalLM(config).to(dtype)
+    model.generation_config = GenerationConfig(
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    return model
+
+
+def save_tiny_model(output_dir: str | os.PathLike, moe: bool = False, **kwargs) -> str:
     """
     Build the char tokenizer and a tiny model, and save both to `output_dir` so they load offline with
     `AutoModelForCausalLM.from_pretrained(output_dir)` / `AutoTokenizer.from_pretrained(output_dir)`.
@@ -160,9 +230,11 @@ def save_tiny_model(output_dir: str | os.PathLike, **kwargs) -> str:
     Args:
         output_dir (`str` or `os.PathLike`):
             Destination folder (created if needed).
+        moe (`bool`, *optional*, defaults to `False`):
+            Build a Mixture-of-Experts model ([`build_tiny_moe_model`]) instead of the dense Qwen2.
         **kwargs:
-            Forwarded to [`build_tiny_model`] (e.g. `hidden_size`, `seed`). A `chars` key is forwarded to
-            [`build_char_tokenizer`] instead.
+            Forwarded to [`build_tiny_model`] or [`build_tiny_moe_model`] (e.g. `hidden_size`, `seed`). A `chars` key
+            is forwarded to [`build_char_tokenizer`] instead.
 
     Returns:
         `str`: The path of the saved folder, usable as a model id.
@@ -180,7 +252,7 @@ def save_tiny_model(output_dir: str | os.PathLike, **kwargs) -> str:
     """
     chars = kwargs.pop("chars", DEFAULT_CHARS)
     tokenizer = build_char_tokenizer(chars)
-    model = build_tiny_model(tokenizer, **kwargs)
+    model = (build_tiny_moe_model if moe else build_tiny_model)(tokenizer, **kwargs)
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     model.save_pretrained(output_dir)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
 import numbers
 import os
 import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 import torch
 from accelerate.utils import gather, gather_object
@@ -15,14 +18,23 @@ from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import get_config_model_id, is_async_callable
+from trl.trainer.utils import get_config_model_id, is_async_callable, use_adapter
 
 from . import core
 from .config import DAPOConfig
 from .model_card import DAPO_PAPER, complete_card
 from .quiet import known_warnings_quiet
 from .rewards import OVERLONG_REWARD_NAME, overlong_penalty_reward
-from .sampling import GroupPool, PromptStream, RoundPlanner, RoundResult, ZeroVarianceHistory
+from .sampling import (
+    GroupPool,
+    IterablePromptStream,
+    PromptStream,
+    RoundPlanner,
+    ZeroVarianceHistory,
+    assign_destinations,
+    exchange_rows,
+    pad_cat,
+)
 
 
 # Model-input keys TRL may put in a batch (multimodal models); forwarded untouched to the log-prob computation.
@@ -38,7 +50,6 @@ _MODEL_INPUT_KEYS = (
     "mm_token_type_ids",
     "image_position_ids",
 )
-_DEFERRABLE_KEYS = ("old_per_token_logps",)
 _STATE_FILE = "dapo_state_rank{rank}.pt"
 
 
@@ -53,13 +64,16 @@ class DAPOTrainer(GRPOTrainer):
     A drop-in for [`~trl.GRPOTrainer`] (same arguments: model id or object, reward functions with weights,
     `peft_config`, eval dataset, callbacks, ...) that takes a [`DAPOConfig`] and changes two things:
 
-    - **the loss** ([`compute_loss`]): asymmetric clip-higher surrogate ([`dapo_trl.core.policy_loss`]), optional
-      dual-clip, and aggregation ([`dapo_trl.core.aggregate_loss`]) over every loss token of the optimizer step:
-      all gradient-accumulation micro-batches and all processes, counted exactly per step;
-    - **the generation step**: dynamic sampling drops groups whose filter values are all equal and refills the
-      generation batch with more groups (decided on the gathered rewards, identically on every rank, then
-      rebalanced so every rank holds the same number of rows); old log-probs are computed for kept groups only;
-      the soft overlong punishment is added as the `overlong_penalty` reward; truncated completions are masked.
+    - **the loss** ([`compute_loss`]): TRL's loss for every `loss_type` and option (clip-higher surrogate
+      [`dapo_trl.core.policy_loss`] with optional dual-clip, CISPO, SAPO, VESPO, GSPO, masks, entropy bonus, MoE
+      router loss), aggregated ([`dapo_trl.core.aggregate_loss`]) over the whole optimizer step: all
+      gradient-accumulation micro-batches and all processes, counted exactly per step;
+    - **the generation step**: dynamic sampling drops groups whose filter values are all equal (or whose rows that
+      reach the loss all have zero advantage) and refills the generation batch with more groups. The decision uses
+      gathered scalars only and is identical on every rank; rows stay on the rank that generated them and only the
+      rows a rank has no room for move, point to point. Advantages, old and reference log-probs and the vLLM
+      importance ratio are computed once, on the final local batch, for the trained rows only. The soft overlong
+      punishment is added as the `overlong_penalty` reward; truncated completions are masked.
 
     Example:
     ```python
@@ -135,14 +149,6 @@ class DAPOTrainer(GRPOTrainer):
             self._filter_weights = self.reward_weights.clone().float()
             if args.overlong_buffer_length is not None:
                 self._filter_weights[names.index(OVERLONG_REWARD_NAME)] = 0.0
-        if args.dynamic_sampling and args.dynamic_sampling_source == "new_prompts" and self.train_dataset is not None:
-            if not hasattr(self.train_dataset, "__getitem__") or not hasattr(self.train_dataset, "__len__"):
-                raise ValueError(
-                    "DAPOConfig.dynamic_sampling_source='new_prompts' needs a map-style train_dataset (it draws "
-                    "replacement prompts by index); use 'same_prompts' or dynamic_sampling=False for an "
-                    "IterableDataset."
-                )
-
         processes = self.accelerator.num_processes
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() != processes:
             # Seen with DeepSpeed on GPU-less machines: accelerate counts 1 process while the group has more, and
@@ -168,8 +174,8 @@ class DAPOTrainer(GRPOTrainer):
             if args.dynamic_sampling_skip_zero_variance
             else None
         )
-        self._prompts_skipped = 0  # in the current generation batch
-        self._defer_logps = self._defer_logps_used = False
+        self._defer_logps = False
+        self._held_peak = {"bytes": 0, "rows": 0}  # what this rank held at most during the last generation batch
         self._last_rewards_per_func: torch.Tensor | None = None
         self._window_counts: list[torch.Tensor] = []
         generate_every = self._generate_every
@@ -237,8 +243,10 @@ class DAPOTrainer(GRPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """
-        DAPO loss of one micro-batch, normalized so that the micro-batches of an optimizer step (over gradient
-        accumulation and processes) add up to the loss of the whole step.
+        Loss of one micro-batch: TRL's per-token loss for `args.loss_type` (a [`dapo_trl.core.POLICY_LOSSES`] entry,
+        with the off-policy and high-entropy masks and the KL term), aggregated with `args.loss_agg_mode` over the
+        optimizer step so that its micro-batches (over gradient accumulation and processes) add up to the loss of the
+        whole step; then TRL's entropy bonus and MoE router loss.
         """
         if return_outputs:
             raise ValueError("DAPOTrainer does not support returning outputs")
@@ -260,19 +268,16 @@ class DAPOTrainer(GRPOTrainer):
         old_logps = inputs.get("old_per_token_logps")
         # On-policy (one update per generation), TRL skips the old log-probs: the ratio is exactly 1.
         old_logps = logps.detach() if old_logps is None else old_logps
-        loss_mat, clip_metrics = core.policy_loss(
-            logps, old_logps, inputs["advantages"], mask, self.epsilon_low, self.epsilon_high, self.args.clip_ratio_c
-        )
-        if "importance_sampling_ratio" in inputs:  # vLLM sampler/trainer mismatch correction
-            loss_mat = loss_mat * inputs["importance_sampling_ratio"]
+        loss_mat, metrics, entropy_mask = self._per_token_loss(inputs, logps, old_logps, entropies, mask)
         kl = None
         if self.beta != 0.0:
             kl = core.kl_penalty(logps, inputs["ref_per_token_logps"])
-            if self.args.use_bias_correction_kl:  # as TRL: importance-weight the KL of off-policy samples
-                kl = kl * torch.exp(torch.clamp(logps - old_logps, -core.MAX_LOG_RATIO, core.MAX_LOG_RATIO))
+            if self.args.use_bias_correction_kl:  # as TRL: importance-weight the KL (at the sampling level)
+                level = self.args.importance_sampling_level
+                kl = kl * torch.exp(core.importance_log_weights(logps, old_logps, mask, level))
             loss_mat = loss_mat + self.beta * kl
 
-        tokens, seqs = self._loss_normalizers(inputs, mask)
+        tokens, seqs, rows = self._loss_normalizers(inputs, mask)
         processes = self.accelerator.num_processes
         loss = core.aggregate_loss(
             loss_mat,
@@ -280,28 +285,131 @@ class DAPOTrainer(GRPOTrainer):
             self.args.loss_agg_mode,
             num_tokens=tokens / processes,
             num_seqs=seqs / processes,
-            seq_len=self.max_completion_length / processes,
+            seq_len=self.max_completion_length,
+            num_rows=rows / processes,
         )
-        if aux_loss is not None:
+        if self._entropy_bonus_enabled:
+            loss = loss - self._entropy_bonus(mode, entropies, mask, entropy_mask, tokens / processes)
+        if aux_loss is not None:  # MoE load balancing, as TRL: scaled for accumulation, logged per micro-batch
             accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
             loss = loss + self.router_aux_loss_coef * aux_loss / accumulation
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
-        self._log_loss_metrics(mode, loss_mat, entropies, clip_metrics, kl, mask)
+        self._log_loss_metrics(mode, loss_mat, entropies, metrics, kl, mask)
         return loss
 
-    def _loss_normalizers(self, inputs, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """Global (tokens, sequences) of the loss: the optimizer step's in training, this batch's in eval."""
-        if "num_seqs_in_batch" in inputs:
-            return inputs["num_items_in_batch"], inputs["num_seqs_in_batch"]
-        local = torch.stack([mask.sum(), (mask.sum(-1) > 0).sum()]).float()
-        total = self.accelerator.reduce(local, reduction="sum")
-        return total[0], total[1]
+    def _per_token_loss(self, inputs, logps, old_logps, entropies, mask):
+        """`(B, T)` policy loss of `loss_type` with TRL's off-policy sequence mask and high-entropy token mask."""
+        args = self.args
+        advantages = inputs["advantages"]
+        surrogate = core.LOSS_TYPES[args.loss_type][0]
+        loss_mat, metrics = core.POLICY_LOSSES[surrogate](
+            logps,
+            old_logps,
+            advantages,
+            mask,
+            importance_sampling_ratio=inputs.get("importance_sampling_ratio"),  # vLLM's correction, when on
+            **self._policy_loss_options(surrogate),
+        )
+        if args.off_policy_mask_threshold is not None:
+            sampling_logps = inputs.get("sampling_per_token_logps", old_logps)  # the sampler's (vLLM), as TRL
+            threshold = args.off_policy_mask_threshold
+            loss_mat = loss_mat * core.off_policy_sequence_mask(advantages, logps, sampling_logps, mask, threshold)
+        entropy_mask = None
+        if args.top_entropy_quantile < 1.0:
+            # The quantile is over the loss tokens of every process, as TRL's (-1e9 marks padding).
+            pool = self.accelerator.pad_across_processes(entropies[mask.bool()].float(), dim=0, pad_index=-1e9)
+            pool = self.accelerator.gather(pool)
+            pool = pool[pool != -1e9]
+            entropy_mask = core.high_entropy_mask(entropies, mask, args.top_entropy_quantile, pool=pool)
+            loss_mat = loss_mat * entropy_mask
+        return loss_mat, metrics, entropy_mask
 
-    def _log_loss_metrics(self, mode, loss_mat, entropies, clip_metrics, kl, mask):
+    def _policy_loss_options(self, surrogate: str) -> dict:
+        """The config values the policy loss `surrogate` reads (the others are refused by `DAPOConfig`)."""
+        args = self.args
+        level = {"importance_sampling_level": args.importance_sampling_level}
+        if surrogate == "clip":
+            clip = {"epsilon_low": self.epsilon_low, "epsilon_high": self.epsilon_high, "delta": args.delta}
+            return {**clip, "clip_ratio_c": args.clip_ratio_c, **level}
+        if surrogate == "cispo":
+            return {"epsilon_high": self.epsilon_high, **level}
+        if surrogate == "sapo":
+            return {
+                "temperature_pos": args.sapo_temperature_pos,
+                "temperature_neg": args.sapo_temperature_neg,
+                **level,
+            }
+        # VESPO builds its own sequence-level weight
+        return {
+            "k_pos": args.vespo_k_pos,
+            "lambda_pos": args.vespo_lambda_pos,
+            "k_neg": args.vespo_k_neg,
+            "lambda_neg": args.vespo_lambda_neg,
+        }
+
+    def _entropy_bonus(self, mode, entropies, mask, entropy_mask, num_tokens):
+        """
+        `coef * H` (objective `L - coef * H`, TRL's `entropy_coef`), H the mean entropy of the loss tokens. Without
+        `top_entropy_quantile`, H is the token mean over the optimizer step, counted exactly like the loss; with it,
+        the selected tokens are known per micro-batch only, so H is the micro-batch mean over the accumulation steps,
+        as TRL. With `use_adaptive_entropy`, TRL's Skywork-OR1 controller (state kept in TRL's attributes, so TRL's
+        checkpoint code saves it).
+        """
+        if entropy_mask is None:
+            effective = mask.to(entropies.dtype)
+            entropy = core.aggregate_loss(entropies, effective, "token-mean", num_tokens=num_tokens)
+        else:
+            effective = (mask * entropy_mask).to(entropies.dtype)
+            accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
+            entropy = core.aggregate_loss(entropies, effective, "token-mean") / accumulation
+        coef = self.entropy_coef
+        if self.use_adaptive_entropy:
+            # The coefficient of the last step, on while the entropy is at or below the target.
+            coef = coef if self._last_world_entropy <= self.args.entropy_target else 0.0
+            if mode == "train":
+                self._update_entropy_control(entropies, effective)
+        if mode == "train" and self.accelerator.sync_gradients:
+            self._metrics[mode]["entropy_coef"].append(self.entropy_coef)
+        return coef * entropy
+
+    def _update_entropy_control(self, entropies, effective):
+        """Accumulate the step's entropy; at the optimizer-step boundary update `entropy_coef` from its global mean."""
+        stats = torch.stack([(entropies * effective).sum(), effective.sum()]).detach()
+        window = self._entropy_window_stats
+        self._entropy_window_stats = stats if window is None else window + stats
+        if not self.accelerator.sync_gradients:
+            return
+        total = self.accelerator.reduce(self._entropy_window_stats, reduction="sum")
+        world_entropy = (total[0] / total[1].clamp(min=1.0)).item()
+        args = self.args
+        self.entropy_coef = core.adaptive_entropy_coef(
+            self.entropy_coef,
+            world_entropy,
+            args.entropy_target,
+            args.entropy_coef_delta,
+            args.entropy_coef_min,
+            args.entropy_coef_max,
+        )
+        self._last_world_entropy = world_entropy
+        self._entropy_window_stats = None
+
+    def _loss_normalizers(self, inputs, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+        """Global (tokens, sequences, rows) of the loss: the optimizer step's in training, this batch's in eval."""
+        if "num_seqs_in_batch" in inputs:
+            # Every micro-batch of a step has the same number of rows (TRL splits the generation batch evenly).
+            steps, processes = self.current_gradient_accumulation_steps, self.accelerator.num_processes
+            rows = inputs.get("num_rows_in_batch", mask.size(0) * steps * processes)
+            return inputs["num_items_in_batch"], inputs["num_seqs_in_batch"], rows
+        local = torch.stack([mask.sum(), (mask.sum(-1) > 0).sum(), mask.new_tensor(mask.size(0))]).float()
+        total = self.accelerator.reduce(local, reduction="sum")
+        return total[0], total[1], total[2]
+
+    def _log_loss_metrics(self, mode, loss_mat, entropies, loss_metrics, kl, mask):
         mask = mask.to(loss_mat.dtype)
         count = mask.sum()
         stats = [(loss_mat * mask).sum(), (entropies * mask).sum()]
-        stats += [frac * count for frac in clip_metrics.values()]  # fractions back to counts for a global mean
+        stats += [value * count for value in loss_metrics.values()]  # means back to sums for a global mean
         if kl is not None:
             stats.append((kl * mask).sum())
         stats = torch.stack([*stats, count]).detach().float()
@@ -309,7 +417,7 @@ class DAPOTrainer(GRPOTrainer):
         # No loss token anywhere (e.g. every completion truncated and masked): NaN, which TRL's `log` leaves out of
         # its averages, rather than a 0 that reads like a real value.
         stats = (stats[:-1] / stats[-1]).tolist()
-        names = ["policy_loss", "entropy", *(f"{name}_mean" for name in clip_metrics)]
+        names = ["policy_loss", "entropy", *loss_metrics]
         if kl is not None:
             names.append("kl")
         for name, value in zip(names, stats):
@@ -399,7 +507,7 @@ class DAPOTrainer(GRPOTrainer):
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         if self._defer_logps:
-            # Inside a dynamic-sampling round: old log-probs are computed later, for the kept groups only.
+            # Inside a dynamic-sampling round: every log-prob is computed later, on the final local batch.
             return input_ids.new_full((input_ids.size(0), logits_to_keep), math.nan, dtype=torch.float32), None, None
         return super()._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
@@ -411,11 +519,6 @@ class DAPOTrainer(GRPOTrainer):
         return self._dynamic_sampling(inputs)
 
     @property
-    def _can_defer_logps(self) -> bool:
-        # The vLLM correction needs old log-probs inside TRL's method; the reference path stays TRL's too.
-        return self.beta == 0.0 and not (self.use_vllm and self.vllm_importance_sampling_correction)
-
-    @property
     def _generate_every(self) -> int:
         """Micro-steps between two generations (TRL: one generation batch serves steps_per_generation * num_iterations)."""
         return self.args.steps_per_generation * self.num_iterations
@@ -425,165 +528,379 @@ class DAPOTrainer(GRPOTrainer):
         # TRL's rule: old log-probs are needed unless every optimizer step starts with a fresh generation.
         return self.args.gradient_accumulation_steps % self._generate_every != 0
 
-    def _new_prompt_stream(self) -> PromptStream:
+    def _new_prompt_stream(self) -> PromptStream | IterablePromptStream:
         # Its own seed, and shuffled even with shuffle_dataset=False: replaying the main sampler's order would put the
         # same prompts twice in one generation batch.
-        return PromptStream(len(self.train_dataset), self.args.seed + 1)
+        if hasattr(self.train_dataset, "__getitem__") and hasattr(self.train_dataset, "__len__"):
+            return PromptStream(len(self.train_dataset), self.args.seed + 1)
+        return IterablePromptStream(self.train_dataset, self.args.seed + 1)
 
-    def _stream_rows(self, n: int) -> list[dict]:
-        """`n` fresh prompts, repeated `num_generations` times each (the layout of TRL's RepeatSampler)."""
+    def _stream_groups(self, state: _Batch, n: int) -> list:
+        """`n` fresh prompts, the same on every rank: dataset indices (each rank loads only the rows it generates for)
+        or, for an iterable dataset, the rows themselves. A prompt already in this generation batch, or known to be
+        zero-variance (GRESO), is passed over while the dataset has others."""
         if self._prompt_stream is None:
             self._prompt_stream = self._new_prompt_stream()
-        rows, draws = [], 0
-        while len(rows) < n * self.num_generations:
-            (index,) = self._prompt_stream.take(1)
-            row = self.train_dataset[index]
-            draws += 1
-            # After a whole dataset of skips, every prompt is zero-variance: stop skipping rather than loop forever.
-            if self._skip_history is not None and draws <= n + len(self.train_dataset):
-                if self._skip_history.skip(row["prompt"]):
-                    self._prompts_skipped += 1
+        stream, seen = self._prompt_stream, self._batch_keys(state)
+        indexable = isinstance(stream, PromptStream)
+        groups, tries, duplicates, epoch = [], 0, 0, stream.epoch
+        while len(groups) < n:
+            (item,) = stream.take(1)
+            tries += 1
+            # After a whole dataset of passes-over every prompt is known: stop filtering rather than loop forever.
+            filtering = tries <= n + len(self.train_dataset) if indexable else stream.epoch <= epoch + 1
+            if filtering:
+                prompt = (self.train_dataset[item] if indexable else item)["prompt"]
+                key = ZeroVarianceHistory.key(prompt)
+                if key in seen:
+                    duplicates += 1  # passed over, not a prompt consumed
                     continue
-            rows.extend(copy.copy(row) for _ in range(self.num_generations))
+                if self._skip_history is not None and self._skip_history.skip(prompt):
+                    state.skipped += 1
+                    continue
+                seen.add(key)
+            groups.append(item)
+        state.prompts += tries - duplicates
+        return groups
+
+    def _batch_keys(self, state: _Batch) -> set[str]:
+        """Keys of the prompts already in this generation batch (the dataloader's: one small gather, on first use)."""
+        if state.seen is None:
+            keys = [ZeroVarianceHistory.key(row["prompt"]) for row in state.dataloader_rows]
+            state.seen = set(gather_object(keys) if self.accelerator.num_processes > 1 else keys)
+        return state.seen
+
+    def _group_rows(self, local_rows: list[dict], groups: list[int]) -> list[dict]:
+        """The dataset row of each of the round's `groups` (global group ids), from the ranks that hold them: one
+        small object per group, never the generated tensors."""
+        group, per_rank = self.num_generations, len(local_rows)
+        start = self.accelerator.process_index * per_rank
+        mine = [(g, local_rows[g * group - start]) for g in groups if start <= g * group < start + per_rank]
+        found = dict(gather_object(mine) if self.accelerator.num_processes > 1 else mine)
+        return [found[g] for g in groups]
+
+    def _first_round(self, state: _Batch, inputs: list[dict]) -> tuple[list, list[dict] | None]:
+        """The first round: the dataloader's prompts, minus known zero-variance ones (GRESO), plus the adaptive
+        oversampling. Without either change the rows stay where the dataloader put them."""
+        n_groups = len(inputs) * self.accelerator.num_processes // self.num_generations
+        state.prompts += n_groups
+        extra = self._planner.first_round_extra() if self.args.dynamic_sampling_source == "new_prompts" else 0
+        if self._skip_history is None and extra == 0:
+            # The rows stay where the dataloader put them; the group ids only stand for them (no history to record).
+            return list(range(n_groups)), list(inputs)
+        groups = self._group_rows(list(inputs), list(range(n_groups)))
+        state.seen = {ZeroVarianceHistory.key(row["prompt"]) for row in groups}
+        if self._skip_history is not None:
+            kept = [row for row in groups if not self._skip_history.skip(row["prompt"])]
+            state.skipped += len(groups) - len(kept)
+            extra += len(groups) - len(kept)
+            groups = kept
+        return groups + self._stream_groups(state, extra), None
+
+    def _local_rows(self, groups: list) -> list[dict]:
+        """This rank's slice of a round (groups contiguous, rank-major as TRL and vLLM expect)."""
+        group, processes = self.num_generations, self.accelerator.num_processes
+        per_rank = len(groups) * group // processes
+        start = self.accelerator.process_index * per_rank
+        rows = []
+        for i in range(start, start + per_rank):
+            item = groups[i // group]
+            rows.append(copy.copy(item) if isinstance(item, dict) else self.train_dataset[item])
         return rows
 
-    def _skip_known_zero_variance(self, rows: list[dict]) -> list[dict]:
-        """Replace the dataloader's prompts that the history says are zero-variance (GRESO) by stream prompts."""
-        group = self.num_generations
-        groups = [rows[i : i + group] for i in range(0, len(rows), group)]
-        kept = [g for g in groups if not self._skip_history.skip(g[0]["prompt"])]
-        skipped = len(groups) - len(kept)
-        self._prompts_skipped += skipped
-        return [row for g in kept for row in g] + (self._stream_rows(skipped) if skipped else [])
-
-    def _dynamic_sampling(self, inputs: list[dict]) -> dict:
-        args, group = self.args, self.num_generations
-        rank, processes = self.accelerator.process_index, self.accelerator.num_processes
-        target = self._target_groups
-        rows = gather_object(list(inputs)) if processes > 1 else list(inputs)  # global rows, groups contiguous
-        self._prompts_skipped = 0
-        if self._skip_history is not None:
-            rows = self._skip_known_zero_variance(rows)
-        if args.dynamic_sampling_source == "new_prompts":
-            extra = self._planner.first_round_extra()
-            if extra:
-                rows += self._stream_rows(extra)
-
-        pool = GroupPool(group)
-        cap_hit = False
-        while True:
-            keep = pool.add(self._run_round(rows))
-            self._planner.observe(len(keep), int(keep.sum()))
-            if self._skip_history is not None:
-                self._skip_history.record([row["prompt"] for row in rows[::group]], (~keep).tolist())
-            if len(pool.kept) >= target:
-                break
-            if 0 < args.max_num_gen_batches <= len(pool.rounds):
-                cap_hit = True
-                break
-            missing = target - len(pool.kept)
-            if args.dynamic_sampling_source == "new_prompts":
-                rows = self._stream_rows(self._planner.next_round(missing))
-            else:  # the dropped prompts of the last round, again (repeated to split evenly over processes)
-                dropped = [rows[g * group] for g, k in enumerate(keep.tolist()) if not k]
-                n = -(-len(dropped) // self._round_multiple) * self._round_multiple
-                rows = [copy.copy(dropped[i % len(dropped)]) for i in range(n) for _ in range(group)]
-
-        if cap_hit:
-            message = (
-                f"Dynamic sampling hit max_num_gen_batches={args.max_num_gen_batches} with {len(pool.kept)}/{target} "
-                f"groups carrying signal ({pool.generated} generated)."
-            )
-            if args.dynamic_sampling_at_cap == "raise":
-                raise RuntimeError(
-                    message + " Raise max_num_gen_batches, or set dynamic_sampling_at_cap='fill' to train on what "
-                    "was kept."
-                )
-            warnings.warn(
-                message + " Training on the kept groups; filler rows are masked out of the loss.", stacklevel=2
-            )
-
-        pad_id = self._tokenizer.pad_token_id
-        pad_values = {
-            "prompt_ids": (pad_id, True),
-            "prompt_mask": (0, True),
-            "completion_ids": (pad_id, False),
-            "tool_mask": (1, False),
-        }
-        batch, _, info = pool.assemble(target, pad_values)
-        per_rank = args.generation_batch_size // processes
-        local = {key: value[rank * per_rank : (rank + 1) * per_rank] for key, value in batch.items()}
-        local = self._trim_padding(local)
-        if self._defer_logps_used and self._needs_old_logps:
-            local["old_per_token_logps"] = self._old_logps(local)
-        local["num_items_in_batch"] = self.accelerator.gather(_loss_mask(local).sum()).sum()
-
-        # Prompts drawn from the dataset for this batch: the dataloader's, the stream's, and the skipped ones.
-        new_rounds = pool.rounds if args.dynamic_sampling_source == "new_prompts" else pool.rounds[:1]
-        prompts_consumed = sum(len(result.rows) for result in new_rounds) // group + self._prompts_skipped
-        self._prompts_total += prompts_consumed
-        kept_rewards = (
-            torch.cat([pool.rounds[r].rewards.view(-1, group)[g] for r, g in pool.kept[:target]])
-            if info["kept"]
-            else None
-        )
-        all_rewards = torch.cat([result.rewards for result in pool.rounds])
-        metrics = {
-            "rounds": len(pool.rounds),
-            "groups_generated": pool.generated,
-            "groups_kept": info["kept"],
-            "groups_surplus": info["surplus"],
-            "groups_filler": info["filler"],
-            "cap_hit": float(cap_hit),
-            "keep_rate": len(pool.kept) / pool.generated,
-            "prompts_consumed": prompts_consumed,
-            "prompts_consumed_total": self._prompts_total,
-            "prompts_skipped": self._prompts_skipped,
-            "dropped_all_max_frac": pool.at_max / pool.generated,
-            "dropped_all_min_frac": pool.at_min / pool.generated,
-            "reward_before": torch.nanmean(all_rewards).item(),
-            "reward_after": torch.nanmean(kept_rewards).item() if kept_rewards is not None else math.nan,
-        }
-        for name, value in metrics.items():
-            self._metrics["train"][f"dynamic_sampling/{name}"].append(float(value))
-        return local
-
-    def _run_round(self, rows: list[dict]) -> RoundResult:
-        """Generate and score `rows` (global, split evenly over processes); return the gathered round."""
-        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
-        per_rank = len(rows) // processes
-        local_rows = rows[rank * per_rank : (rank + 1) * per_rank]
-        self._defer_logps = self._defer_logps_used = self._can_defer_logps
+    @contextlib.contextmanager
+    def _generation_round(self):
+        """Inside a round: log-probs deferred; TRL's per-round metrics and completion logs captured, so that what is
+        logged can be what was trained."""
+        metrics, logs = self._metrics["train"], self._logs
+        self._metrics["train"], self._logs = defaultdict(list), _empty_logs()
+        self._defer_logps = True
+        captured = {}
         try:
-            output = super()._generate_and_score_completions(local_rows)
+            yield captured
         finally:
             self._defer_logps = False
-        rewards_per_func = self._last_rewards_per_func
+            captured["metrics"], captured["logs"] = self._metrics["train"], self._logs
+            self._metrics["train"], self._logs = metrics, logs
+
+    def _dynamic_sampling(self, inputs: list[dict]) -> dict:
+        args, processes = self.args, self.accelerator.num_processes
+        state = _Batch(GroupPool(self.num_generations), self._target_groups, len(inputs), [0] * processes)
+        state.dataloader_rows = inputs
+        groups, local_rows = self._first_round(state, inputs)
+        cap_hit = False
+        while True:
+            keep, local_rows = self._sample_round(state, groups, local_rows)
+            if state.chosen_groups >= state.target:
+                break
+            if 0 < args.max_num_gen_batches <= state.pool.rounds:
+                cap_hit = True
+                break
+            missing = state.target - state.chosen_groups
+            if args.dynamic_sampling_source == "new_prompts":
+                groups = self._stream_groups(state, self._planner.next_round(missing))
+            else:  # the dropped prompts of the last round, again (repeated to split evenly over processes)
+                dropped = self._group_rows(local_rows, [g for g, k in enumerate(keep.tolist()) if not k])
+                n = -(-len(dropped) // self._round_multiple) * self._round_multiple
+                groups = [dropped[i % len(dropped)] for i in range(n)]
+            local_rows = None
+        if cap_hit:
+            self._at_cap(state)
+        local = self._assemble(state)
+        self._log_batch(state, cap_hit)
+        return local
+
+    def _sample_round(self, state: _Batch, groups: list, local_rows: list[dict] | None) -> tuple[torch.Tensor, list]:
+        """Generate and score one round, decide it (identically on every rank, from gathered scalars), and place its
+        newly kept rows. Returns the round's keep mask and this rank's rows of it."""
+        group, device = self.num_generations, self.accelerator.device
+        local_rows = self._local_rows(groups) if local_rows is None else local_rows
+        with self._generation_round() as captured:
+            output = super()._generate_and_score_completions(local_rows)
         unsupported = [key for key in _MODEL_INPUT_KEYS if key in output]
         if unsupported:
             raise NotImplementedError(
                 f"Dynamic sampling does not support multimodal batches yet (found {unsupported}); set "
                 "DAPOConfig.dynamic_sampling=False."
             )
-        batch = {}
-        pad_id = self._tokenizer.pad_token_id
-        for key, value in output.items():
-            if key == "num_items_in_batch" or (self._defer_logps_used and key in _DEFERRABLE_KEYS):
-                continue
-            if value.dim() >= 2 and processes > 1:
-                left = key.startswith("prompt_")
-                pad = pad_id if key.endswith("_ids") else (1 if key == "tool_mask" else 0)
-                value = self.accelerator.pad_across_processes(value, dim=1, pad_index=pad, pad_first=left)
-            batch[key] = gather(value) if processes > 1 else value
+        # The decision's only collective beyond TRL's reward gather: loss tokens per row and this rank's widths.
+        info = torch.cat([_loss_mask(output).sum(1), torch.tensor(output["prompt_ids"].shape[1:2], device=device)])
+        info = torch.cat([info, torch.tensor(output["completion_ids"].shape[1:2], device=device)])
+        info = (self.accelerator.gather(info) if self.accelerator.num_processes > 1 else info).view(-1, len(info))
+        tokens, widths = info[:, :-2].reshape(-1).cpu(), info[:, -2:].cpu()
+        rewards_per_func = self._last_rewards_per_func.cpu()
+        values, rewards = self._filter_values(rewards_per_func)
+        weights = self.reward_weights.cpu().float()
+        aggregation = self.args.multi_objective_aggregation
+        carries = core.group_carries_gradient(rewards_per_func, weights, tokens > 0, group, aggregation)
+        keep = state.pool.add(values, carries)
+        self._planner.observe(len(keep), int(keep.sum()))
+        if self._skip_history is not None:
+            prompts = [g["prompt"] if isinstance(g, dict) else self.train_dataset[g]["prompt"] for g in groups]
+            # Zero variance of the filter metric, not "no gradient": a truncated informative group may pay off later.
+            varies = core.group_keep_mask(values, group, state.pool.atol)
+            self._skip_history.record(prompts, (~varies).tolist())
 
-        weights = self.reward_weights.to(rewards_per_func.device)
-        rewards = (rewards_per_func * weights).nansum(dim=1)
-        values = (rewards_per_func * self._filter_weights.to(rewards_per_func.device)).nansum(dim=1)
+        zero_std = core.group_advantages(rewards_per_func, weights, group, self.args.scale_rewards, aggregation)[1]
+        state.round_metrics.append((captured["metrics"], len(values)))
+        state.generated.append((rewards, zero_std))
+        # Held for the final batch plus the round in flight: dropped rows are freed when this round returns.
+        state.peak_bytes = max(state.peak_bytes, state.held_bytes + _nbytes(_row_tensors(output)))
+        state.peak_rows = max(state.peak_rows, len(state.held_index) + output["prompt_ids"].size(0))
+        new = [g for g, k in enumerate(keep.tolist()) if k][: state.target - state.chosen_groups]
+        chosen = [g * group + i for g in new for i in range(group)]
+        self._place_rows(state, output, chosen, widths)
+        state.chosen_rewards.append(rewards_per_func[chosen])
+        state.table.extend(_table_rows(captured["logs"], chosen))
+        state.filler_source = {key: value[:1].clone() for key, value in _row_tensors(output).items()}
+        return keep, local_rows
+
+    def _place_rows(self, state: _Batch, output: dict, chosen: list[int], widths: torch.Tensor) -> None:
+        """Keep this rank's chosen rows that stay here and exchange only those that must move (`chosen`: rows of the
+        round, global, in chosen order). Every rank computes the same placement; nothing else is sent."""
+        rank, per_rank = self.accelerator.process_index, output["prompt_ids"].size(0)
+        owners = [row // per_rank for row in chosen]
+        dest = assign_destinations(owners, state.loads, state.capacity)
+        rows = _row_tensors(output)
+        base = state.chosen_rows
+        outgoing, incoming, arrivals = {}, {}, {}
+        for i, (row, owner, to) in enumerate(zip(chosen, owners, dest)):
+            if owner == rank and to != rank:
+                outgoing.setdefault(to, []).append(row - rank * per_rank)
+            elif to == rank and owner != rank:
+                arrivals.setdefault(owner, []).append(base + i)
+        outgoing = {to: {key: value[index] for key, value in rows.items()} for to, index in outgoing.items()}
+        for src, index in arrivals.items():
+            incoming[src] = {
+                key: (_row_shape(key, value, len(index), widths[src]), value.dtype) for key, value in rows.items()
+            }
+        received = exchange_rows(outgoing, incoming, self.accelerator.device) if outgoing or incoming else {}
+        stay = [i for i, (owner, to) in enumerate(zip(owners, dest)) if owner == rank == to]
+        if stay:
+            local = torch.tensor([chosen[i] - rank * per_rank for i in stay], device=output["prompt_ids"].device)
+            state.add_rows({key: value[local] for key, value in rows.items()}, [base + i for i in stay])
+        for src in sorted(received):
+            state.add_rows(received[src], arrivals[src])
+        for to in dest:
+            state.loads[to] += 1
+        state.moved += sum(owner != to for owner, to in zip(owners, dest))
+
+    def _filter_values(self, rewards_per_func: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(rows,)` filter metric and weighted total reward; rows whose rewards are all None/NaN are NaN."""
+        rewards = (rewards_per_func * self.reward_weights.cpu()).nansum(dim=1)
+        values = (rewards_per_func * self._filter_weights).nansum(dim=1)
         # A row whose filter rewards are all None/NaN is unscorable: NaN, so it cannot make a group look informative.
-        used = self._filter_weights.to(rewards_per_func.device) != 0
+        used = self._filter_weights != 0
         values[torch.isnan(rewards_per_func[:, used]).all(dim=1)] = math.nan
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = math.nan
-        return RoundResult(batch=batch, values=values.cpu(), rewards=rewards.cpu(), rows=rows)
+        return values, rewards
+
+    def _at_cap(self, state: _Batch) -> None:
+        message = (
+            f"Dynamic sampling hit max_num_gen_batches={self.args.max_num_gen_batches} with "
+            f"{state.chosen_groups}/{state.target} groups carrying signal ({state.pool.generated} generated)."
+        )
+        if self.args.dynamic_sampling_at_cap == "raise":
+            raise RuntimeError(
+                message
+                + " Raise max_num_gen_batches, or set dynamic_sampling_at_cap='fill' to train on what was kept."
+            )
+        warnings.warn(message + " Training on the kept groups; filler rows are masked out of the loss.", stacklevel=3)
+
+    def _assemble(self, state: _Batch) -> dict:
+        """The final local batch: the rows placed here (plus masked filler at the round cap), trimmed, then what is
+        computed from rows, on this layout: advantages of the kept groups, old/reference log-probs, vLLM IS ratio."""
+        parts, index = list(state.held), list(state.held_index)
+        deficit = state.capacity - len(index)
+        if deficit:  # round cap: masked copies of a row, so every rank runs the same forward passes
+            filler = {
+                key: value.repeat(deficit, *[1] * (value.dim() - 1)) for key, value in state.filler_source.items()
+            }
+            filler["completion_mask"] = torch.zeros_like(filler["completion_mask"])
+            parts.append(filler)
+            index += [-1] * deficit
+        pad_id = self._tokenizer.pad_token_id
+        pad = {
+            "prompt_ids": (pad_id, True),
+            "prompt_mask": (0, True),
+            "completion_ids": (pad_id, False),
+            "tool_mask": (1, False),
+        }
+        batch = {key: pad_cat([part[key] for part in parts], *pad.get(key, (0, False))) for key in parts[0]}
+        batch = self._trim_padding(batch)
+        advantages = self._advantages(state)
+        index = torch.tensor(index)
+        local = torch.where(index >= 0, advantages[index.clamp(min=0)], torch.zeros(()))
+        batch["advantages"] = local.to(self.accelerator.device)
+        self._score_batch(batch)
+        batch["num_items_in_batch"] = self.accelerator.gather(_loss_mask(batch).sum()).sum()
+        self._log_trained_table(state, advantages)
+        return batch
+
+    def _advantages(self, state: _Batch) -> torch.Tensor:
+        """Group-relative advantages of the kept groups (chosen order); `scale_rewards="batch"` and
+        `normalize_then_sum` take their statistics over the trained batch."""
+        if not state.chosen_rewards or state.chosen_rows == 0:
+            return torch.zeros(1)
+        rewards = torch.cat(state.chosen_rewards)
+        weights = self.reward_weights.cpu().float()
+        aggregation = self.args.multi_objective_aggregation
+        return core.group_advantages(rewards, weights, self.num_generations, self.args.scale_rewards, aggregation)[0]
+
+    def _score_batch(self, batch: dict) -> None:
+        """Every log-prob the loss needs, once, on the final local batch (so positions match `compute_loss`)."""
+        correct_is = self.use_vllm and self.vllm_importance_sampling_correction
+        if self._needs_old_logps or correct_is:
+            batch["old_per_token_logps"] = self._old_logps(batch)
+        if correct_is:
+            ratio = core.importance_sampling_ratio(
+                batch["old_per_token_logps"],
+                batch["sampling_per_token_logps"],
+                _loss_mask(batch),
+                self.vllm_importance_sampling_mode,
+                self.vllm_importance_sampling_clip_min,
+                self.vllm_importance_sampling_clip_max,
+            )
+            batch["importance_sampling_ratio"] = ratio
+            self._log_importance_sampling(batch, ratio)
+        if self.beta != 0.0:
+            batch["ref_per_token_logps"] = self._ref_logps(batch)
+
+    @torch.no_grad()
+    def _score(self, model, batch: dict) -> torch.Tensor:
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                model,
+                input_ids,
+                attention_mask,
+                batch["completion_ids"].size(1),
+                batch_size=self.args.per_device_train_batch_size,
+            )
+        return logps
+
+    def _old_logps(self, batch: dict) -> torch.Tensor:
+        return self._score(self.model, batch)
+
+    def _ref_logps(self, batch: dict) -> torch.Tensor:
+        """Reference log-probs as TRL takes them: the reference model, else the base model under the adapter."""
+        if self.ref_model is not None:
+            return self._score(self.ref_model, batch)
+        model = self.accelerator.unwrap_model(self.model)
+        with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+            return self._score(self.model, batch)
+
+    def _log_importance_sampling(self, batch: dict, ratio: torch.Tensor) -> None:
+        """TRL's `sampling/*` metrics, from the trained rows (in a round they would describe deferred log-probs)."""
+        mask = _loss_mask(batch).bool()
+        delta = torch.abs(batch["old_per_token_logps"] - batch["sampling_per_token_logps"])
+        delta = delta[mask & ~torch.isnan(delta)]
+        flat = ratio.flatten() if ratio.size(1) == 1 else ratio[mask]
+        zero = torch.zeros((), device=ratio.device)
+        stats = {
+            "sampling/sampling_logp_difference/mean": (delta.mean() if delta.numel() else zero, "mean"),
+            "sampling/sampling_logp_difference/max": (delta.max() if delta.numel() else zero, "max"),
+            "sampling/importance_sampling_ratio/min": (flat.min() if flat.numel() else zero, "min"),
+            "sampling/importance_sampling_ratio/mean": (flat.mean() if flat.numel() else zero, "mean"),
+            "sampling/importance_sampling_ratio/max": (flat.max() if flat.numel() else zero, "max"),
+        }
+        for name, (value, how) in stats.items():
+            gathered = self.accelerator.gather(value.reshape(1))
+            reduced = {
+                "mean": gathered.nanmean(),
+                "max": gathered.nan_to_num(-math.inf).max(),
+                "min": gathered.nan_to_num(math.inf).min(),
+            }[how]
+            self._metrics["train"][name].append(reduced.item())
+
+    def _log_trained_table(self, state: _Batch, advantages: torch.Tensor) -> None:
+        """TRL's completions table gets the trained rows (with their advantages), not the last round's."""
+        for i, row in enumerate(state.table):
+            self._logs["prompt"].append(row["prompt"])
+            self._logs["completion"].append(row["completion"])
+            for name, value in row["rewards"].items():
+                self._logs["rewards"][name].append(value)
+            for column, value in row["extra"].items():
+                self._logs["extra"][column].append(value)
+            self._logs["advantages"].append(advantages[i].item())
+
+    def _log_batch(self, state: _Batch, cap_hit: bool) -> None:
+        """Per-round TRL metrics merged with row weights, and both sides of the filter."""
+        metrics = self._metrics["train"]
+        for name, value in _merge_round_metrics(state.round_metrics).items():
+            if name == "num_tokens":  # a running total that TRL assigns rather than appends
+                metrics[name] = [value]
+            else:
+                metrics[name].append(value)
+        rewards = torch.cat([r for r, _ in state.generated])
+        metrics["frac_reward_zero_std"].append(torch.cat([z for _, z in state.generated]).float().mean().item())
+        pool, kept = state.pool, state.chosen_groups
+        kept_rewards = torch.cat(state.chosen_rewards) if kept else None
+        self._prompts_total += state.prompts
+        ds = {
+            "rounds": pool.rounds,
+            "groups_generated": pool.generated,
+            "groups_kept": kept,
+            "groups_surplus": max(len(pool.kept) - state.target, 0),
+            "groups_filler": state.target - kept,
+            "groups_no_gradient": pool.no_gradient,
+            "cap_hit": float(cap_hit),
+            "keep_rate": len(pool.kept) / pool.generated,
+            "prompts_consumed": state.prompts,
+            "prompts_consumed_total": self._prompts_total,
+            "prompts_skipped": state.skipped,
+            "dropped_all_max_frac": pool.at_max / pool.generated,
+            "dropped_all_min_frac": pool.at_min / pool.generated,
+            "reward_before": torch.nanmean(rewards).item(),
+            "reward_after": math.nan
+            if kept_rewards is None
+            else torch.nanmean(self._filter_values(kept_rewards)[1]).item(),
+            "rows_moved_frac": state.moved / max(state.chosen_rows, 1),
+        }
+        for name, value in ds.items():
+            metrics[f"dynamic_sampling/{name}"].append(float(value))
+        self._held_peak = {"bytes": state.peak_bytes, "rows": state.peak_rows}
 
     def _trim_padding(self, batch: dict) -> dict:
         """Drop prompt/completion columns that are padding on every local row (rows came from several rounds)."""
@@ -604,20 +921,6 @@ class DAPOTrainer(GRPOTrainer):
                 value = value[:, :end]
             out[key] = value
         return out
-
-    @torch.no_grad()
-    def _old_logps(self, batch: dict) -> torch.Tensor:
-        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model,
-                input_ids,
-                attention_mask,
-                batch["completion_ids"].size(1),
-                batch_size=self.args.per_device_train_batch_size,
-            )
-        return logps
 
     # ------------------------------------------------------------------ checkpoint state
 
@@ -689,6 +992,123 @@ class DAPOTrainer(GRPOTrainer):
         if self._skip_history is not None and state["skip_history"] is not None:
             self._skip_history.load_state_dict(state["skip_history"])
         self._prompts_total = state["prompts_total"]
+
+
+# Keys computed from the rows after assembly: never moved between processes.
+_RECOMPUTED_KEYS = ("advantages", "old_per_token_logps", "ref_per_token_logps", "importance_sampling_ratio")
+# TRL per-round metrics that describe deferred log-probs or rank-major groups: recomputed after assembly.
+_RECOMPUTED_METRICS = ("frac_reward_zero_std", "sampling/")
+
+
+@dataclass
+class _Batch:
+    """What one generation batch of dynamic sampling holds on this rank: the decisions (same on every rank) and the
+    rows placed here, never more than `capacity` of them."""
+
+    pool: GroupPool
+    target: int  # groups in the global batch
+    capacity: int  # rows per rank in the final batch
+    loads: list[int]  # rows placed on each rank so far (same on every rank)
+    held: list[dict] = field(default_factory=list)
+    held_index: list[int] = field(default_factory=list)  # position of each held row in the chosen order
+    chosen_rewards: list[torch.Tensor] = field(default_factory=list)  # (rows, functions) per round, chosen order
+    table: list[dict] = field(default_factory=list)  # completions-table entries of the chosen rows
+    round_metrics: list[tuple[dict, int]] = field(default_factory=list)  # TRL's metrics of each round, its rows
+    generated: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (rewards, zero std) per round
+    filler_source: dict | None = None
+    dataloader_rows: list[dict] = field(default_factory=list)
+    seen: set[str] | None = None  # keys of the prompts in this generation batch, once needed
+    prompts: int = 0
+    skipped: int = 0
+    moved: int = 0
+    held_bytes: int = 0
+    peak_bytes: int = 0
+    peak_rows: int = 0
+
+    @property
+    def chosen_rows(self) -> int:
+        return sum(self.loads)
+
+    @property
+    def chosen_groups(self) -> int:
+        return self.chosen_rows // self.pool.num_generations
+
+    def add_rows(self, rows: dict, index: list[int]) -> None:
+        self.held.append(rows)
+        self.held_index.extend(index)
+        self.held_bytes += _nbytes(rows)
+
+
+def _empty_logs() -> dict:
+    """The layout of TRL's `_logs`, unbounded, to capture one round."""
+    return {
+        "images": [],
+        "prompt": [],
+        "completion": [],
+        "rewards": defaultdict(list),
+        "advantages": [],
+        "extra": defaultdict(list),
+    }
+
+
+def _table_rows(logs: dict, rows: list[int]) -> list[dict]:
+    """Completions-table entries of the given (global) rows of a captured round."""
+    return [
+        {
+            "prompt": logs["prompt"][i],
+            "completion": logs["completion"][i],
+            "rewards": {name: values[i] for name, values in logs["rewards"].items()},
+            "extra": {name: values[i] for name, values in logs["extra"].items() if i < len(values)},
+        }
+        for i in rows
+    ]
+
+
+def _row_tensors(output: dict) -> dict[str, torch.Tensor]:
+    """The per-row tensors of a round's output that travel with a row (not those computed after assembly)."""
+    rows = output["prompt_ids"].size(0)
+    return {
+        key: value
+        for key, value in output.items()
+        if isinstance(value, torch.Tensor)
+        and value.dim() >= 1
+        and value.size(0) == rows
+        and key not in _RECOMPUTED_KEYS
+    }
+
+
+def _row_shape(key: str, like: torch.Tensor, rows: int, widths: torch.Tensor) -> tuple[int, ...]:
+    """Shape of `rows` rows of `key` as another rank holds them (its `(prompt, completion)` widths)."""
+    if like.dim() == 1:
+        return (rows,)
+    width = int(widths[0]) if key.startswith("prompt_") else int(widths[1])
+    return (rows, width, *like.shape[2:])
+
+
+def _nbytes(tensors: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values() if isinstance(t, torch.Tensor))
+
+
+def _merge_round_metrics(rounds: list[tuple[dict, int]]) -> dict[str, float]:
+    """TRL's per-round metrics as one value per generation batch: weighted by the rounds' rows, max/min of
+    max/min metrics, the last value of running totals."""
+    merged = {}
+    for name in dict.fromkeys(key for metrics, _ in rounds for key in metrics):
+        if name.startswith(_RECOMPUTED_METRICS):
+            continue
+        pairs = [(v, rows) for metrics, rows in rounds for v in metrics.get(name, []) if not math.isnan(v)]
+        if not pairs:
+            continue
+        last = name.rsplit("/", 1)[-1]
+        if name == "num_tokens":
+            merged[name] = pairs[-1][0]
+        elif last.startswith("max"):
+            merged[name] = max(v for v, _ in pairs)
+        elif last.startswith("min"):
+            merged[name] = min(v for v, _ in pairs)
+        else:
+            merged[name] = sum(v * rows for v, rows in pairs) / sum(rows for _, rows in pairs)
+    return merged
 
 
 def _loss_mask(batch: dict) -> torch.Tensor:

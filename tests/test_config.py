@@ -6,9 +6,10 @@ import dataclasses
 import re
 
 import pytest
+from trl import GRPOConfig
 
 from dapo_trl import DAPOConfig
-from dapo_trl.core import LOSS_AGG_MODES
+from dapo_trl.core import LOSS_AGG_MODES, LOSS_TYPES
 
 
 def make(tmp_path, **kwargs) -> DAPOConfig:
@@ -20,8 +21,6 @@ def make(tmp_path, **kwargs) -> DAPOConfig:
 INVALID = [
     ("dynamic_sampling_max_oversample", {"dynamic_sampling_max_oversample": float("inf")}),
     ("dynamic_sampling_skip_zero_variance", {"dynamic_sampling_skip_zero_variance": True, "dynamic_sampling": False}),
-    ("scale_rewards", {"scale_rewards": "batch"}),  # batch statistics would include the dropped groups
-    ("multi_objective_aggregation", {"multi_objective_aggregation": "normalize_then_sum"}),
     ("epsilon", {"epsilon": -0.1}),
     ("epsilon", {"epsilon": 1.0}),
     ("epsilon", {"epsilon": 1.5}),
@@ -51,15 +50,24 @@ INVALID = [
     ("overlong_buffer_length", {"overlong_buffer_length": 64, "max_completion_length": 64}),
     ("overlong_buffer_length", {"overlong_buffer_length": 65, "max_completion_length": 64}),
     ("overlong_penalty_factor", {"overlong_penalty_factor": -1.0}),
-    ("loss_type", {"loss_type": "grpo"}),
-    ("loss_type", {"loss_type": "bnpo"}),
-    ("top_entropy_quantile", {"top_entropy_quantile": 0.5}),
-    ("off_policy_mask_threshold", {"off_policy_mask_threshold": 0.1}),
-    ("importance_sampling_level", {"importance_sampling_level": "sequence"}),
-    ("delta", {"delta": 2.0}),
-    ("entropy_coef", {"entropy_coef": 0.01}),
-    ("use_adaptive_entropy", {"use_adaptive_entropy": True}),
-    ("use_liger_kernel", {"use_liger_kernel": True}),
+    ("loss_type", {"loss_type": "ppo"}),
+    ("importance_sampling_level", {"importance_sampling_level": "group"}),
+    ("top_entropy_quantile", {"top_entropy_quantile": 1.5}),
+    ("top_entropy_quantile", {"top_entropy_quantile": -0.1}),
+    ("sapo_temperature_neg", {"loss_type": "sapo", "sapo_temperature_neg": 0.0}),
+    # an aggregation-defined loss_type with another aggregation: both fields named
+    ("loss_agg_mode", {"loss_type": "grpo", "loss_agg_mode": "token-mean"}),
+    ("loss_type", {"loss_type": "luspo", "loss_agg_mode": "token-mean"}),
+    ("loss_type", {"loss_type": "dr_grpo", "loss_agg_mode": "seq-mean-token-mean"}),
+    ("loss_agg_mode", {"loss_type": "bnpo", "loss_agg_mode": "seq-mean-token-sum"}),
+    # options a loss type would ignore
+    ("clip_ratio_c", {"loss_type": "cispo", "clip_ratio_c": 3.0}),
+    ("loss_type", {"loss_type": "sapo", "clip_ratio_c": 3.0}),
+    ("clip_ratio_c", {"loss_type": "vespo", "clip_ratio_c": 3.0}),
+    ("delta", {"loss_type": "cispo", "delta": 4.0}),
+    ("sapo_temperature_pos", {"loss_type": "dapo", "sapo_temperature_pos": 2.0}),
+    ("vespo_k_pos", {"loss_type": "grpo", "vespo_k_pos": 1.0}),
+    ("vespo_lambda_neg", {"loss_type": "sapo", "vespo_lambda_neg": 1.0}),
     ("num_generations", {"num_generations": 1}),
 ]
 
@@ -93,6 +101,45 @@ def test_defaults_are_dapos(tmp_path):
     assert args.overlong_penalty_factor == 1.0
 
 
+# loss_type -> the aggregation TRL gives it, when loss_agg_mode is left unset
+AGGREGATION_OF = {
+    "dapo": "token-mean",
+    "bnpo": "token-mean",
+    "cispo": "token-mean",
+    "vespo": "token-mean",
+    "grpo": "seq-mean-token-mean",
+    "sapo": "seq-mean-token-mean",
+    "luspo": "seq-mean-token-sum",
+    "dr_grpo": "seq-mean-token-sum-norm",
+}
+
+
+@pytest.mark.parametrize("loss_type", list(AGGREGATION_OF))
+def test_aggregation_follows_loss_type(tmp_path, loss_type):
+    assert set(AGGREGATION_OF) == set(LOSS_TYPES)
+    assert make(tmp_path, loss_type=loss_type).loss_agg_mode == AGGREGATION_OF[loss_type]
+
+
+def test_explicit_loss_agg_mode_overrides(tmp_path):
+    assert make(tmp_path, loss_agg_mode="seq-mean-token-sum").loss_agg_mode == "seq-mean-token-sum"
+    assert make(tmp_path, loss_type="sapo", loss_agg_mode="token-mean").loss_agg_mode == "token-mean"
+
+
+def test_conflict_errors_name_both_fields(tmp_path):
+    with pytest.raises(ValueError, match="loss_agg_mode.*loss_type"):
+        make(tmp_path, loss_type="grpo", loss_agg_mode="token-mean")
+    with pytest.raises(ValueError, match="clip_ratio_c.*loss_type"):
+        make(tmp_path, loss_type="cispo", clip_ratio_c=3.0)
+
+
+def test_no_field_redeclared_with_trls_default():
+    """A field DAPOConfig re-declares must change TRL's default (otherwise it is noise that can drift)."""
+    trl_defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+    for f in own_fields():
+        if f.name in trl_defaults:
+            assert f.default != trl_defaults[f.name], f.name
+
+
 def test_epsilon_high_none_becomes_epsilon(tmp_path):
     args = make(tmp_path, epsilon=0.1, epsilon_high=None)
     assert args.epsilon_high == 0.1
@@ -115,14 +162,31 @@ VALID = [
     {"max_num_gen_batches": -1},
     {"max_num_gen_batches": 1},
     {"dynamic_sampling_skip_zero_variance": True, "dynamic_sampling_skip_explore": 0.0},
-    {"scale_rewards": "batch", "dynamic_sampling": False},  # fine without dynamic sampling
-    {"multi_objective_aggregation": "normalize_then_sum", "dynamic_sampling": False},
+    {"scale_rewards": "batch"},  # advantages are computed after assembly, on the trained batch
+    {"multi_objective_aggregation": "normalize_then_sum"},
     {"dynamic_sampling_at_cap": "raise"},
     {"overlong_buffer_length": 1, "max_completion_length": 64},
     {"overlong_buffer_length": 63, "max_completion_length": 64},
     {"overlong_buffer_length": 16, "max_completion_length": 64, "overlong_penalty_factor": 0.0},
     {"num_generations": 2, "per_device_train_batch_size": 2},
     *({"loss_agg_mode": mode} for mode in LOSS_AGG_MODES),
+    *({"loss_type": loss_type} for loss_type in LOSS_TYPES),
+    *(
+        {"loss_type": loss_type, "loss_agg_mode": mode}
+        for loss_type in ("cispo", "sapo", "vespo")
+        for mode in LOSS_AGG_MODES
+    ),
+    {"loss_type": "grpo", "loss_agg_mode": "seq-mean-token-mean"},
+    {"loss_type": "grpo", "epsilon_high": 0.28, "delta": 4.0, "clip_ratio_c": 3.0},
+    {"loss_type": "luspo", "importance_sampling_level": "sequence", "clip_ratio_c": 3.0},
+    {"importance_sampling_level": "sequence"},
+    {"top_entropy_quantile": 0.2, "off_policy_mask_threshold": 0.5},
+    {"entropy_coef": 0.01},
+    {"use_adaptive_entropy": True, "entropy_target": 0.5},
+    {"use_liger_kernel": True},
+    {"loss_type": "sapo", "sapo_temperature_pos": 2.0, "sapo_temperature_neg": 3.0},
+    {"loss_type": "vespo", "vespo_k_pos": 1.0, "vespo_lambda_neg": 1.5},
+    {"loss_type": "cispo", "epsilon_high": 5.0},
 ]
 
 
@@ -141,7 +205,7 @@ def own_fields():
 
 def test_own_fields_cover_the_dapo_knobs():
     names = {f.name for f in own_fields()}
-    assert {"epsilon", "epsilon_high", "beta", "mask_truncated_completions", "loss_agg_mode", "clip_ratio_c"} <= names
+    assert {"epsilon_high", "mask_truncated_completions", "loss_agg_mode", "clip_ratio_c"} <= names
     assert {"dynamic_sampling", "max_num_gen_batches", "overlong_buffer_length", "overlong_penalty_factor"} <= names
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -31,7 +33,7 @@ WORKED = {
     "token-mean": 5.5 / 10,  # 0.55
     "seq-mean-token-sum": (0.6 + 0.9 + 4.0) / 3,  # 1.8333...
     "seq-mean-token-mean": (0.2 + 0.45 + 0.8) / 3,  # 0.48333...
-    "seq-mean-token-sum-norm": 5.5 / 5,  # 1.1 (width of the mask is 5)
+    "seq-mean-token-sum-norm": 5.5 / (3 * 5),  # 0.3667 (Dr. GRPO: 3 rows, width of the mask is 5)
 }
 
 
@@ -46,7 +48,7 @@ def test_aggregate_loss_worked_example_literal_values():
     assert aggregate_loss(loss, mask, "token-mean").item() == pytest.approx(0.55)
     assert aggregate_loss(loss, mask, "seq-mean-token-sum").item() == pytest.approx(1.833333333333)
     assert aggregate_loss(loss, mask, "seq-mean-token-mean").item() == pytest.approx(0.483333333333)
-    assert aggregate_loss(loss, mask, "seq-mean-token-sum-norm").item() == pytest.approx(1.1)
+    assert aggregate_loss(loss, mask, "seq-mean-token-sum-norm").item() == pytest.approx(0.366666666667)
 
 
 def test_aggregate_loss_default_mode_is_token_mean():
@@ -79,8 +81,9 @@ def test_aggregate_loss_bool_mask():
         ("seq-mean-token-sum", {"num_seqs": torch.tensor(6.0, dtype=torch.float64)}, 5.5 / 6),
         ("seq-mean-token-mean", {"num_seqs": 6}, (0.2 + 0.45 + 0.8) / 6),  # 1.45/6
         ("seq-mean-token-mean", {"num_tokens": 100}, (0.2 + 0.45 + 0.8) / 3),
-        ("seq-mean-token-sum-norm", {"seq_len": 10}, 5.5 / 10),  # 0.55
-        ("seq-mean-token-sum-norm", {"num_tokens": 100, "num_seqs": 100}, 5.5 / 5),
+        ("seq-mean-token-sum-norm", {"seq_len": 10}, 5.5 / 30),  # 3 rows of max length 10
+        ("seq-mean-token-sum-norm", {"seq_len": 10, "num_rows": 8}, 5.5 / 80),
+        ("seq-mean-token-sum-norm", {"num_tokens": 100, "num_seqs": 100}, 5.5 / 15),
     ],
 )
 def test_aggregate_loss_global_overrides(mode, kwargs, expected):
@@ -93,7 +96,7 @@ def test_aggregate_loss_split_batch_with_global_denominators_sums_to_whole(mode)
     # Gradient accumulation: micro-batches {row 0, row 1} and {row 2} with the global denominators
     # (10 tokens, 3 sequences, width 5) must add up to the whole-batch value.
     loss, mask = worked_example()
-    kwargs = {"num_tokens": 10, "num_seqs": 3, "seq_len": 5}
+    kwargs = {"num_tokens": 10, "num_seqs": 3, "seq_len": 5, "num_rows": 3}
     parts = aggregate_loss(loss[:2], mask[:2], mode, **kwargs) + aggregate_loss(loss[2:], mask[2:], mode, **kwargs)
     assert parts.item() == pytest.approx(WORKED[mode], abs=1e-12)
 
@@ -113,13 +116,21 @@ def test_aggregate_loss_fully_masked_batch_has_finite_zero_gradient(mode):
     assert torch.equal(loss.grad, torch.zeros_like(loss))
 
 
-@pytest.mark.parametrize("mode", list(WORKED))
+@pytest.mark.parametrize("mode", [mode for mode in WORKED if mode != "seq-mean-token-sum-norm"])
 def test_aggregate_loss_rows_without_tokens_are_not_sequences(mode):
     # A fourth, fully masked row changes nothing: still 10 tokens, still 3 sequences, width still 5.
     loss, mask = worked_example()
     loss = torch.cat([loss, torch.full((1, 5), 7.0, dtype=loss.dtype)])
     mask = torch.cat([mask, torch.zeros(1, 5, dtype=mask.dtype)])
     assert aggregate_loss(loss, mask, mode).item() == pytest.approx(WORKED[mode], abs=1e-12)
+
+
+def test_aggregate_loss_sum_norm_counts_every_row():
+    # Dr. GRPO's normalizer is a constant (rows * max length, as TRL's dr_grpo): a fully masked row still counts.
+    loss, mask = worked_example()
+    loss = torch.cat([loss, torch.full((1, 5), 7.0, dtype=loss.dtype)])
+    mask = torch.cat([mask, torch.zeros(1, 5, dtype=mask.dtype)])
+    assert aggregate_loss(loss, mask, "seq-mean-token-sum-norm").item() == pytest.approx(5.5 / 20, abs=1e-12)
 
 
 def test_aggregate_loss_gradient_token_mean_weights_every_token_equally():
@@ -161,19 +172,19 @@ def test_clip_higher_is_asymmetric():
     # ratio 1.25, A = +1: upper bound 1 + 0.28 = 1.28 > 1.25, not clipped: loss = -1 * 1.25.
     loss, metrics = one_token_loss(1.25, 1.0, epsilon_low=0.2, epsilon_high=0.28)
     assert loss == pytest.approx(-1.25)
-    assert metrics["clip_ratio/high"].item() == 0.0
+    assert metrics["clip_ratio/high_mean"].item() == 0.0
     # Same token with epsilon_high = 0.2: clipped at 1.2: loss = max(-1.25, -1.2) = -1.2.
     loss, metrics = one_token_loss(1.25, 1.0, epsilon_low=0.2, epsilon_high=0.2)
     assert loss == pytest.approx(-1.2)
-    assert metrics["clip_ratio/high"].item() == 1.0
+    assert metrics["clip_ratio/high_mean"].item() == 1.0
     # ratio 0.75, A = -1, epsilon_low = 0.2: floor 0.8: loss = max(0.75, 0.8) = 0.8 (clipped), whatever epsilon_high.
     loss, metrics = one_token_loss(0.75, -1.0, epsilon_low=0.2, epsilon_high=0.28)
     assert loss == pytest.approx(0.8)
-    assert metrics["clip_ratio/low"].item() == 1.0
+    assert metrics["clip_ratio/low_mean"].item() == 1.0
     # The floor uses epsilon_low, not epsilon_high: with epsilon_low = 0.28 the floor is 0.72 < 0.75: loss 0.75.
     loss, metrics = one_token_loss(0.75, -1.0, epsilon_low=0.28, epsilon_high=0.2)
     assert loss == pytest.approx(0.75)
-    assert metrics["clip_ratio/low"].item() == 0.0
+    assert metrics["clip_ratio/low_mean"].item() == 0.0
 
 
 @pytest.mark.parametrize(
@@ -212,10 +223,10 @@ def clip_batch():
 def test_clip_fraction_metrics_count_only_masked_in_tokens():
     lp, old, advantages, mask = clip_batch()
     loss, metrics = policy_loss(lp, old, advantages, mask, 0.2, 0.28, clip_ratio_c=1.4)
-    assert set(metrics) == {"clip_ratio/low", "clip_ratio/high", "clip_ratio/dual"}
-    assert metrics["clip_ratio/low"].item() == pytest.approx(1 / 5)
-    assert metrics["clip_ratio/high"].item() == pytest.approx(2 / 5)
-    assert metrics["clip_ratio/dual"].item() == pytest.approx(1 / 5)
+    assert set(metrics) == {"clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/dual_mean"}
+    assert metrics["clip_ratio/low_mean"].item() == pytest.approx(1 / 5)
+    assert metrics["clip_ratio/high_mean"].item() == pytest.approx(2 / 5)
+    assert metrics["clip_ratio/dual_mean"].item() == pytest.approx(1 / 5)
     for value in metrics.values():
         assert value.dim() == 0
     # Per-token losses (not masked):
@@ -228,9 +239,9 @@ def test_clip_fraction_metrics_count_only_masked_in_tokens():
 def test_clip_fraction_metrics_without_dual_clip():
     lp, old, advantages, mask = clip_batch()
     loss, metrics = policy_loss(lp, old, advantages, mask, 0.2, 0.28)
-    assert set(metrics) == {"clip_ratio/low", "clip_ratio/high"}
-    assert metrics["clip_ratio/low"].item() == pytest.approx(1 / 5)
-    assert metrics["clip_ratio/high"].item() == pytest.approx(2 / 5)
+    assert set(metrics) == {"clip_ratio/low_mean", "clip_ratio/high_mean"}
+    assert metrics["clip_ratio/low_mean"].item() == pytest.approx(1 / 5)
+    assert metrics["clip_ratio/high_mean"].item() == pytest.approx(2 / 5)
     # Without dual clip, row 1's large ratios keep their loss: t1 = 1.5, t3 = 5.0.
     assert loss[1, 1].item() == pytest.approx(1.5)
     assert loss[1, 3].item() == pytest.approx(5.0)
@@ -247,17 +258,17 @@ def test_dual_clip_bounds_negative_advantages_only():
     # A = -2, ratio 5, clip_ratio_c = 3: max(10, 2*1.2) = 10 > -A*3 = 6: loss 6.
     loss, metrics = one_token_loss(5.0, -2.0, clip_ratio_c=3.0)
     assert loss == pytest.approx(6.0)
-    assert metrics["clip_ratio/dual"].item() == 1.0
+    assert metrics["clip_ratio/dual_mean"].item() == 1.0
     # Without it: 10.
     assert one_token_loss(5.0, -2.0)[0] == pytest.approx(10.0)
     # A = -2, ratio 2 < 3: loss 4, untouched by the dual clip.
     loss, metrics = one_token_loss(2.0, -2.0, clip_ratio_c=3.0)
     assert loss == pytest.approx(4.0)
-    assert metrics["clip_ratio/dual"].item() == 0.0
+    assert metrics["clip_ratio/dual_mean"].item() == 0.0
     # A = +2, ratio 5: clip-higher gives -2 * 1.28 = -2.56 with or without clip_ratio_c.
     loss, metrics = one_token_loss(5.0, 2.0, clip_ratio_c=3.0)
     assert loss == pytest.approx(-2.56)
-    assert metrics["clip_ratio/dual"].item() == 0.0
+    assert metrics["clip_ratio/dual_mean"].item() == 0.0
     assert one_token_loss(5.0, 2.0)[0] == pytest.approx(-2.56)
 
 
@@ -512,3 +523,160 @@ def test_kl_penalty_positive_and_matches_k3():
     d = ref - lp
     assert torch.allclose(out, torch.exp(d) - d - 1, rtol=1e-12, atol=1e-12)
     assert (out > 0).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The policy-loss registry and the other TRL loss pieces, against TRL's own functions where TRL exposes them
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def random_inputs(seed=0, shape=(6, 9), scale=0.5):
+    generator = torch.Generator().manual_seed(seed)
+    lp = (-torch.rand(*shape, generator=generator, dtype=torch.float64) * 3).requires_grad_(True)
+    old = lp.detach() + scale * torch.randn(*shape, generator=generator, dtype=torch.float64)
+    advantages = torch.randn(shape[0], generator=generator, dtype=torch.float64)
+    lengths = torch.tensor([9, 4, 6, 1, 7, 3])[: shape[0]]
+    mask = (torch.arange(shape[1])[None] < lengths[:, None]).double()
+    return lp, old, advantages, mask
+
+
+def test_registry_covers_every_trl_loss_type():
+    from trl import GRPOConfig
+
+    from dapo_trl.core import LOSS_AGG_MODES, LOSS_TYPES, POLICY_LOSSES
+
+    help_text = next(f for f in dataclasses.fields(GRPOConfig) if f.name == "loss_type").metadata["help"]
+    listed = help_text.split("Supported values are ")[1].split(". ")[0]
+    assert set(re.findall(r"'(\w+)'", listed)) == set(LOSS_TYPES)
+    for surrogate, mode in LOSS_TYPES.values():
+        assert surrogate in POLICY_LOSSES and mode in LOSS_AGG_MODES
+
+
+def test_importance_log_weights_sequence_is_masked_mean():
+    from dapo_trl.core import importance_log_weights
+
+    lp, old, _, mask = random_inputs()
+    seq = importance_log_weights(lp, old, mask, "sequence")
+    expected = ((lp - old) * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True)
+    assert seq.shape == (6, 1)
+    assert torch.allclose(seq, expected)
+    with pytest.raises(ValueError, match="group"):
+        importance_log_weights(lp, old, mask, "group")
+
+
+def test_sequence_level_clip_clips_whole_sequences():
+    """GSPO: one ratio per sequence, so a sequence is clipped (zero gradient) on all of its tokens or none."""
+    lp, old, advantages, mask = random_inputs(scale=1.0)
+    loss, _ = policy_loss(lp, old, advantages, mask, importance_sampling_level="sequence")
+    (grad,) = torch.autograd.grad((loss * mask).sum(), lp)
+    per_row_zero = [(grad[i][mask[i].bool()] == 0).tolist() for i in range(6)]
+    assert all(len(set(row)) == 1 for row in per_row_zero)
+
+
+@pytest.mark.parametrize("clip_ratio_c", [None, 3.0])
+def test_two_sided_clipping_matches_trl_formula(clip_ratio_c):
+    """TRL's delta: coef_1 = min(r, delta) in the unclipped branch; with dual-clip both caps apply."""
+    lp, old, advantages, mask = random_inputs(scale=1.0)
+    ours, _ = policy_loss(lp, old, advantages, mask, 0.2, 0.28, clip_ratio_c, delta=1.5)
+    ratio = torch.exp(lp - old)
+    a = advantages[:, None]
+    ref = -torch.min(torch.clamp(ratio, max=1.5) * a, torch.clamp(ratio, 0.8, 1.28) * a)
+    if clip_ratio_c is not None:
+        ref = torch.where(a < 0, torch.min(ref, -a * clip_ratio_c), ref)
+    assert torch.allclose(ours, ref)
+    plain, _ = policy_loss(lp, old, advantages, mask, 0.2, 0.28, clip_ratio_c)
+    assert not torch.allclose(ours, plain)  # delta binds on these inputs
+
+
+def test_cispo_loss_formula_and_gradient():
+    from dapo_trl.core import cispo_loss
+
+    lp, old, advantages, mask = random_inputs(scale=1.0)
+    loss, metrics = cispo_loss(lp, old, advantages, mask, epsilon_high=1.5)
+    weight = torch.clamp(torch.exp(lp.detach() - old), max=1.5)
+    assert torch.allclose(loss, -weight * advantages[:, None] * lp)
+    (grad,) = torch.autograd.grad(loss.sum(), lp)
+    assert torch.allclose(grad, -weight * advantages[:, None])  # the weight carries no gradient
+    clipped = (torch.exp(lp - old) > 1.5) & (advantages[:, None] > 0)
+    assert metrics["cispo_clip_ratio"].item() == pytest.approx(((clipped * mask).sum() / mask.sum()).item())
+
+
+def test_sapo_loss_formula():
+    from dapo_trl.core import sapo_loss
+
+    lp, old, advantages, mask = random_inputs(scale=1.0)
+    loss, metrics = sapo_loss(lp, old, advantages, mask, temperature_pos=2.0, temperature_neg=3.0)
+    a = advantages[:, None]
+    tau = torch.where(a > 0, 2.0, 3.0).double()
+    assert torch.allclose(loss, -torch.sigmoid(tau * (torch.exp(lp - old) - 1)) * 4 / tau * a)
+    assert metrics == {}
+
+
+@pytest.mark.parametrize("with_is_ratio", [False, True])
+def test_vespo_weights_equal_trls(with_is_ratio):
+    from trl import GRPOTrainer
+
+    from dapo_trl.core import vespo_loss, vespo_weights
+
+    lp, old, advantages, mask = random_inputs(scale=0.3)
+    is_ratio = 0.5 + torch.rand(mask.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    is_ratio = is_ratio if with_is_ratio else None
+    a = advantages[:, None]
+    params = dict(k_pos=1.5, lambda_pos=2.5, k_neg=3.5, lambda_neg=1.5)
+    ours = vespo_weights(a, lp.detach() - old, mask, is_ratio, **params)
+    trl = GRPOTrainer.get_gamma_weights(a, lp.detach() - old, mask, is_ratio, **params)
+    assert torch.allclose(ours, trl, rtol=1e-12, atol=0)
+    loss, metrics = vespo_loss(lp, old, advantages, mask, **params, importance_sampling_ratio=is_ratio)
+    assert torch.allclose(loss, -trl * a * lp)
+    assert not loss.detach().isnan().any()
+
+
+def test_off_policy_sequence_mask_equals_trls():
+    from trl import GRPOTrainer
+
+    from dapo_trl.core import off_policy_sequence_mask
+
+    lp, old, advantages, mask = random_inputs(scale=0.5)
+    sampling = old.clone()
+    sampling[0, 2] = math.nan  # an unscorable token gives no KL evidence
+    for threshold in (-0.2, 0.0, 0.1, 1.0):
+        ours = off_policy_sequence_mask(advantages, lp, sampling, mask, threshold)
+        trl = GRPOTrainer.get_off_policy_mask(advantages[:, None], lp, sampling, mask, threshold)
+        assert torch.equal(ours, trl)
+    assert ours.shape == (6, 1)
+    kept = off_policy_sequence_mask(advantages, lp, sampling, mask, -10.0).squeeze(1).bool()
+    assert torch.equal(kept, advantages >= 0)  # a low threshold drops every negative-advantage sequence
+
+
+def test_high_entropy_mask_keeps_the_top_quantile_of_loss_tokens():
+    from dapo_trl.core import high_entropy_mask
+
+    entropies = torch.arange(12, dtype=torch.float32).view(2, 6)
+    mask = torch.ones(2, 6)
+    mask[1, 4:] = 0  # entropies 10 and 11 are padding
+    kept = high_entropy_mask(entropies, mask, top_quantile=0.2)  # top 20% of 0..9: quantile 0.8 = 7.2
+    assert kept.sum() == 2 and kept[1, 2] and kept[1, 3]
+    assert high_entropy_mask(entropies, mask, 1.0).sum() == 10  # everything
+    assert high_entropy_mask(entropies, mask, 0.0).sum() == 1  # the highest only
+    pool = torch.tensor([0.0, 100.0])  # another process' tokens move the threshold (quantile over the pool)
+    assert high_entropy_mask(entropies, mask, 0.5, pool=pool).sum() == 0
+    assert not high_entropy_mask(entropies, torch.zeros(2, 6), 0.5).any()
+
+
+def test_adaptive_entropy_coef_steps_within_bounds():
+    from dapo_trl.core import adaptive_entropy_coef
+
+    assert adaptive_entropy_coef(0.5, 0.1, 0.2, 0.1, 0.0, 0.55) == pytest.approx(0.55)  # up, capped
+    assert adaptive_entropy_coef(0.05, 0.3, 0.2, 0.1, 0.0, 1.0) == 0.0  # down, floored
+    assert adaptive_entropy_coef(0.3, 0.2, 0.2, 0.1, 0.0, 1.0) == pytest.approx(0.4)  # at the target: up
+
+
+def test_policy_losses_apply_vllm_importance_sampling_ratio():
+    from dapo_trl.core import POLICY_LOSSES
+
+    lp, old, advantages, mask = random_inputs()
+    ratio = torch.full(mask.shape, 0.5, dtype=torch.float64)
+    for name in ("clip", "cispo", "sapo"):
+        plain, _ = POLICY_LOSSES[name](lp, old, advantages, mask)
+        corrected, _ = POLICY_LOSSES[name](lp, old, advantages, mask, importance_sampling_ratio=ratio)
+        assert torch.allclose(corrected, 0.5 * plain), name

@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from dapo_trl.core import group_keep_mask
+from dapo_trl.core import LOSS_TYPES, group_keep_mask
 
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.distributed
 
 
-def torchrun(script: str, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+def torchrun(
+    script: str, *args: str, timeout: int = 600, check: bool = True, processes: int = 2
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     result = subprocess.run(
         [*command, str(ROOT / "tests" / "distributed" / script), *args],
         env=env,
@@ -36,32 +38,41 @@ def test_gradient_invariant_to_process_split(tiny_model_dir, tmp_path):
     out = tmp_path / "loss.json"
     torchrun("loss_split.py", tiny_model_dir, str(out))
     results = json.loads(out.read_text())
-    assert set(results) == {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"}
+    assert {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"} <= set(results)
+    assert {f"loss_type={name}" for name in LOSS_TYPES} <= set(results)
+    assert {"entropy-mask+off-policy-mask", "gspo+delta+entropy-bonus"} <= set(results)
     for mode, result in results.items():
         assert result["processes"] == 2
         assert result["relative_error"] < 1e-6, (mode, result)
 
 
-def test_dynamic_sampling_same_decisions_on_both_ranks(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("processes", [2, 4])
+def test_dynamic_sampling_same_decisions_on_every_rank(tiny_model_dir, tmp_path, processes):
     prefix = tmp_path / "ds"
-    torchrun("dynamic_sampling.py", tiny_model_dir, str(prefix))
-    rank0, rank1 = (json.loads(Path(f"{prefix}.rank{r}.json").read_text()) for r in (0, 1))
-    assert rank0["processes"] == rank1["processes"] == 2
-    assert rank0["decisions"] == rank1["decisions"]  # same keep/drop decisions, same gathered values
-    assert rank0["metrics"] == rank1["metrics"]
-    assert len(rank0["batches"]) == len(rank1["batches"]) == 2  # 4 steps, 2 steps per generation
-    for b0, b1 in zip(rank0["batches"], rank1["batches"]):
-        assert b0["rows"] == b1["rows"] == 6  # per_device_train_batch_size * steps_per_generation: equal shares
-        assert b0["num_items_in_batch"] == b1["num_items_in_batch"] == b0["local_tokens"] + b1["local_tokens"]
-        # The global batch is rank 0's rows then rank 1's: groups of 2 (spanning ranks) all carry signal.
-        advantages = b0["advantages"] + b1["advantages"]
-        groups = [advantages[i : i + 2] for i in range(0, len(advantages), 2)]
-        assert all(max(g) - min(g) > 1e-3 for g in groups), groups
+    torchrun("dynamic_sampling.py", tiny_model_dir, str(prefix), processes=processes)
+    ranks = [json.loads(Path(f"{prefix}.rank{r}.json").read_text()) for r in range(processes)]
+    assert all(r["processes"] == processes for r in ranks)
+    for other in ranks[1:]:
+        assert other["decisions"] == ranks[0]["decisions"]  # same keep/drop decisions, same gathered values
+        assert other["metrics"] == ranks[0]["metrics"]
+    assert all(len(r["batches"]) == 2 for r in ranks)  # 4 steps, 2 steps per generation
+    for step in range(2):
+        batches = [r["batches"][step] for r in ranks]
+        assert all(b["rows"] == 6 for b in batches)  # per_device_train_batch_size * steps_per_generation
+        assert len({b["num_items_in_batch"] for b in batches}) == 1
+        assert batches[0]["num_items_in_batch"] == sum(b["local_tokens"] for b in batches)
+        # Groups of 2 whose values vary: every trained row has a nonzero advantage (+-0.71), wherever it landed.
+        advantages = [a for b in batches for a in b["advantages"]]
+        assert all(abs(a) > 0.5 for a in advantages), advantages
+        assert sum(a > 0 for a in advantages) == sum(a < 0 for a in advantages)  # whole groups, one of each sign
+        # A rank holds its placed rows plus the round in flight: at most (1 + max_oversample) x its batch of 6 rows.
+        assert all(6 <= b["peak_rows"] <= (1 + 2.0) * 6 for b in batches), [b["peak_rows"] for b in batches]
     # Each decision is the one a single process takes on the same gathered values.
-    for decision in rank0["decisions"]:
+    for decision in ranks[0]["decisions"]:
         values = torch.tensor(decision["values"], dtype=torch.float64)
-        assert group_keep_mask(values, num_generations=2).tolist() == decision["keep"]
-    dropped = [k for d in rank0["decisions"] for k in d["keep"] if not k]
+        varies = group_keep_mask(values, num_generations=2)
+        assert (varies & torch.tensor(decision["carries"])).tolist() == decision["keep"]
+    dropped = [k for d in ranks[0]["decisions"] for k in d["keep"] if not k]
     assert dropped, "the reward makes kind 0 and 1 degenerate: some groups must have been dropped"
 
 

@@ -10,7 +10,9 @@ from tests.helpers import kind_dataset, kind_reward, make_config
 
 
 def build(tiny_model_dir, tmp_path, reward, **overrides):
-    args = make_config(tmp_path, **{"max_steps": 1, **overrides})
+    # Truncated rows stay in the loss: an informative group always carries gradient, so one round per generation batch
+    # and the reward calls below are counted per step.
+    args = make_config(tmp_path, **{"max_steps": 1, "mask_truncated_completions": False, **overrides})
     return DAPOTrainer(
         model=tiny_model_dir, reward_funcs=[kind_reward, reward], args=args, train_dataset=kind_dataset()
     )

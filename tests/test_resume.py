@@ -33,13 +33,14 @@ def history(log_history: list[dict], after_step: int) -> list[dict]:
     ]
 
 
-def build(model_dir, output_dir, **overrides) -> DAPOTrainer:
+def build(model_dir, output_dir, iterable: bool = False, **overrides) -> DAPOTrainer:
     """The trainer every resume test runs: the tiny model, the kind-tagged prompts, dynamic sampling on."""
+    dataset = kind_dataset()
     return DAPOTrainer(
         model=model_dir,
         reward_funcs=kind_reward,
         args=make_config(output_dir, **overrides),
-        train_dataset=kind_dataset(),
+        train_dataset=dataset.to_iterable_dataset() if iterable else dataset,
     )
 
 
@@ -51,8 +52,11 @@ def assert_same_metrics(expected: list[dict], got: list[dict]) -> None:
             assert math.isclose(e[key], g[key], rel_tol=1e-6, abs_tol=1e-7), (key, e, g)
 
 
-@pytest.mark.parametrize("save_step", [2, 3])  # 3 falls between two generations (steps_per_generation=2)
-def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, save_step):
+@pytest.mark.parametrize(
+    "save_step, iterable",
+    [(2, False), (3, False), (3, True)],  # 3 falls between two generations (steps_per_generation=2); True: streaming
+)
+def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, save_step, iterable):
     common = dict(
         max_steps=6,
         steps_per_generation=2,
@@ -61,10 +65,10 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, save_step):
         learning_rate=5e-3,
         skip_memory_metrics=True,
     )
-    full = build(tiny_model_dir, tmp_path / "full", **common)
+    full = build(tiny_model_dir, tmp_path / "full", iterable, **common)
     full.train()
 
-    resumed = build(tiny_model_dir, tmp_path / "resumed", **common)
+    resumed = build(tiny_model_dir, tmp_path / "resumed", iterable, **common)
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{save_step}"))
 
     expected, got = history(full.state.log_history, save_step), history(resumed.state.log_history, save_step)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dapo_trl.sampling import GroupPool, PromptStream, RoundPlanner, RoundResult, pad_cat
+from dapo_trl.sampling import GroupPool, PromptStream, RoundPlanner, assign_destinations, pad_cat
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -209,39 +209,13 @@ def test_planner_margin_is_exact_when_product_is_an_integer():
 # GroupPool
 # ---------------------------------------------------------------------------------------------------------------------
 
-PAD_ID = 7
-PAD_VALUES = {
-    "prompt_ids": (PAD_ID, True),
-    "prompt_mask": (0, True),
-    "completion_ids": (PAD_ID, False),
-    "tool_mask": (1, False),
-}
-
-
-def make_round(index: int, values: list[float], prompt_width: int, completion_width: int, group: int = 2):
-    """A gathered round whose rows are recognisable: row i of round r has ids 100 * (r + 1) + i (prompt) and
-    1000 * (r + 1) + i (completion), advantage 10 * (r + 1) + i + 1."""
-    n = len(values)
-    row_ids = torch.arange(n)[:, None]
-    batch = {
-        "prompt_ids": (100 * (index + 1) + row_ids).expand(n, prompt_width).clone(),
-        "prompt_mask": torch.ones(n, prompt_width, dtype=torch.long),
-        "completion_ids": (1000 * (index + 1) + row_ids).expand(n, completion_width).clone(),
-        "completion_mask": torch.ones(n, completion_width, dtype=torch.long),
-        "tool_mask": torch.zeros(n, completion_width, dtype=torch.long),
-        "advantages": 10.0 * (index + 1) + torch.arange(n, dtype=torch.float32) + 1,
-    }
-    rows = [{"prompt": f"r{index}g{i // group}", "row": i} for i in range(n)]
-    values_t = torch.tensor(values, dtype=torch.float32)
-    return RoundResult(batch=batch, values=values_t, rewards=values_t.clone(), rows=rows)
-
 
 def two_round_pool():
     pool = GroupPool(num_generations=2)
-    # round 0: groups [1,0] kept, [1,1] dropped (all max), [0,0] dropped (all min); widths prompt 3, completion 4
-    keep0 = pool.add(make_round(0, [1, 0, 1, 1, 0, 0], prompt_width=3, completion_width=4))
-    # round 1: groups [0,1] kept, [1,0] kept, [1,1] dropped (all max); widths prompt 2, completion 6
-    keep1 = pool.add(make_round(1, [0, 1, 1, 0, 1, 1], prompt_width=2, completion_width=6))
+    # round 0: groups [1,0] kept, [1,1] dropped (all max), [0,0] dropped (all min)
+    keep0 = pool.add(torch.tensor([1.0, 0, 1, 1, 0, 0]))
+    # round 1: groups [0,1] kept, [1,0] kept, [1,1] dropped (all max)
+    keep1 = pool.add(torch.tensor([0.0, 1, 1, 0, 1, 1]))
     return pool, keep0, keep1
 
 
@@ -252,79 +226,58 @@ def test_pool_bookkeeping():
     assert pool.kept == [(0, 0), (1, 0), (1, 1)]
     assert pool.dropped == [(0, 1), (0, 2), (1, 2)]
     assert pool.generated == 6
-    assert len(pool.rounds) == 2
-    assert (pool.at_max, pool.at_min) == (2, 1)
+    assert pool.rounds == 2
+    assert (pool.at_max, pool.at_min, pool.no_gradient) == (2, 1, 0)
 
 
-def test_pool_assemble_target_groups_in_generation_order_with_padding():
-    pool, _, _ = two_round_pool()
-    batch, rows, info = pool.assemble(target=2, pad_values=PAD_VALUES)
-    assert info == {"kept": 2, "filler": 0, "surplus": 1}
-    # groups (0,0) and (1,0): rows 0,1 of round 0 then rows 0,1 of round 1
-    assert [(row["prompt"], row["row"]) for row in rows] == [("r0g0", 0), ("r0g0", 1), ("r1g0", 0), ("r1g0", 1)]
-    P = PAD_ID
-    # prompts: width max(3, 2) = 3, round 1 padded on the LEFT
-    assert batch["prompt_ids"].tolist() == [[100, 100, 100], [101, 101, 101], [P, 200, 200], [P, 201, 201]]
-    assert batch["prompt_mask"].tolist() == [[1, 1, 1], [1, 1, 1], [0, 1, 1], [0, 1, 1]]
-    # completions: width max(4, 6) = 6, round 0 padded on the RIGHT
-    assert batch["completion_ids"].tolist() == [
-        [1000, 1000, 1000, 1000, P, P],
-        [1001, 1001, 1001, 1001, P, P],
-        [2000] * 6,
-        [2001] * 6,
-    ]
-    # keys without an entry in pad_values pad with 0 on the right
-    assert batch["completion_mask"].tolist() == [[1, 1, 1, 1, 0, 0]] * 2 + [[1] * 6] * 2
-    assert batch["tool_mask"].tolist() == [[0, 0, 0, 0, 1, 1]] * 2 + [[0] * 6] * 2
-    # 1-D tensors are concatenated: advantage 10 * (r + 1) + row + 1
-    assert batch["advantages"].tolist() == [11.0, 12.0, 21.0, 22.0]
-    assert batch["prompt_ids"].dtype == torch.long
-    assert batch["advantages"].dtype == torch.float32
-
-
-def test_pool_assemble_exact_target():
-    pool, _, _ = two_round_pool()
-    batch, rows, info = pool.assemble(target=3, pad_values=PAD_VALUES)
-    assert info == {"kept": 3, "filler": 0, "surplus": 0}
-    assert batch["advantages"].tolist() == [11.0, 12.0, 21.0, 22.0, 23.0, 24.0]
-    assert len(rows) == 6
-    assert batch["completion_mask"].sum().item() == 2 * 4 + 4 * 6
-
-
-def test_pool_assemble_fills_with_masked_dropped_groups():
-    pool, _, _ = two_round_pool()
-    batch, rows, info = pool.assemble(target=5, pad_values=PAD_VALUES)
-    assert info == {"kept": 3, "filler": 2, "surplus": 0}
-    for value in batch.values():
-        assert value.shape[0] == 10
-    # kept (0,0), (1,0), (1,1), then filler (0,1), (0,2) in drop order
-    assert [row["prompt"] for row in rows] == ["r0g0"] * 2 + ["r1g0"] * 2 + ["r1g1"] * 2 + ["r0g1"] * 2 + ["r0g2"] * 2
-    assert batch["prompt_ids"][6:, -1].tolist() == [102, 103, 104, 105]
-    # filler rows: no loss tokens and zero advantage; real rows untouched
-    assert batch["completion_mask"][6:].sum().item() == 0
-    assert batch["advantages"][6:].tolist() == [0.0] * 4
-    assert batch["advantages"][:6].tolist() == [11.0, 12.0, 21.0, 22.0, 23.0, 24.0]
-    assert batch["completion_mask"][:6].sum().item() == 2 * 4 + 4 * 6
-    # the rounds' own tensors are not modified by the masking
-    assert pool.rounds[0].batch["completion_mask"].sum().item() == 6 * 4
-    assert pool.rounds[0].batch["advantages"].tolist() == [11.0, 12.0, 13.0, 14.0, 15.0, 16.0]
-
-
-def test_pool_assemble_filler_without_advantages_key():
+def test_pool_drops_varying_groups_without_gradient_and_counts_them_apart():
     pool = GroupPool(num_generations=2)
-    result = make_round(0, [1, 1, 1, 0], 2, 3)
-    del result.batch["advantages"]
-    pool.add(result)
-    batch, _, info = pool.assemble(target=2, pad_values=PAD_VALUES)
-    assert info == {"kept": 1, "filler": 1, "surplus": 0}
-    assert "advantages" not in batch
-    # kept group (0,1) first, filler (0,0) second
-    assert batch["completion_ids"][:, 0].tolist() == [1002, 1003, 1000, 1001]
-    assert batch["completion_mask"].tolist() == [[1, 1, 1], [1, 1, 1], [0, 0, 0], [0, 0, 0]]
+    keep = pool.add(torch.tensor([1.0, 0, 1, 0, 1, 1]), carries_gradient=torch.tensor([True, False, True]))
+    assert keep.tolist() == [True, False, False]
+    assert pool.kept == [(0, 0)] and pool.dropped == [(0, 1), (0, 2)]
+    assert pool.no_gradient == 1  # group 1 varies but carries nothing
+    assert (pool.at_max, pool.at_min) == (1, 0)  # only the zero-variance group is classified
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# assign_destinations
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_assign_keeps_rows_home_while_there_is_room():
+    assert assign_destinations([0, 1, 1, 0], loads=[0, 0], capacity=2) == [0, 1, 1, 0]
+
+
+def test_assign_moves_only_the_overflow_lowest_rank_first():
+    # rank 0 generated 5 rows, has room for 2; ranks 1 and 2 take the rest, rank 1 first
+    dest = assign_destinations([0, 0, 0, 0, 0, 2], loads=[1, 0, 2], capacity=3)
+    assert dest == [0, 0, 1, 1, 1, 2]
+    moved = sum(o != d for o, d in zip([0, 0, 0, 0, 0, 2], dest))
+    assert moved == 3  # exactly the overflow: 5 rows - 2 free slots on rank 0
+
+
+def test_assign_is_minimal_for_random_layouts():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        processes, capacity = 4, 5
+        loads = torch.randint(0, capacity + 1, (processes,), generator=generator).tolist()
+        free = sum(capacity - load for load in loads)
+        n = int(torch.randint(0, free + 1, (1,), generator=generator))
+        owners = torch.randint(0, processes, (n,), generator=generator).tolist()
+        dest = assign_destinations(owners, loads, capacity)
+        final = [loads[k] + dest.count(k) for k in range(processes)]
+        assert all(f <= capacity for f in final)
+        overflow = sum(max(0, owners.count(k) - (capacity - loads[k])) for k in range(processes))
+        assert sum(o != d for o, d in zip(owners, dest)) == overflow
+
+
+def test_assign_refuses_more_rows_than_room():
+    with pytest.raises(ValueError, match="do not fit"):
+        assign_destinations([0, 0, 0], loads=[1, 1], capacity=2)
 
 
 def add_values(pool, values):
-    return pool.add(make_round(len(pool.rounds), values, 1, 1, group=pool.num_generations))
+    return pool.add(torch.tensor(values, dtype=torch.float32))
 
 
 def test_pool_at_max_at_min_single_valued_rounds():
@@ -362,14 +315,7 @@ def test_pool_atol_is_used_for_the_keep_decision():
 def test_pool_dropped_group_counted_at_most_once():
     pool = GroupPool(num_generations=2)
     # two dropped groups whose common values differ by float noise (1e-9 < atol): both positive, so both "max"
-    pool.add(
-        RoundResult(
-            batch={"x": torch.zeros(4, 1)},
-            values=torch.tensor([1.0, 1.0, 1.0 + 1e-9, 1.0 + 1e-9], dtype=torch.float64),
-            rewards=torch.zeros(4),
-            rows=[{}] * 4,
-        )
-    )
+    pool.add(torch.tensor([1.0, 1.0, 1.0 + 1e-9, 1.0 + 1e-9], dtype=torch.float64))
     assert len(pool.dropped) == 2
     assert pool.at_max + pool.at_min <= len(pool.dropped)
 

@@ -106,3 +106,13 @@ def test_grpo_trainer_one_step(tmp_path):
     assert trainer.state.global_step == 1
     changed = any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
     assert changed
+
+
+def test_tiny_moe_model_saves_and_reloads(tmp_path):
+    path = save_tiny_model(tmp_path / "moe", moe=True)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert type(model).__name__ == "Qwen3MoeForCausalLM"
+    assert model.config.num_experts == 4 and model.config.router_aux_loss_coef == 0.01
+    ids = torch.tensor([[4, 5, 6, 7]])
+    out = model(input_ids=ids, output_router_logits=True, labels=ids)
+    assert torch.isfinite(out.aux_loss) and out.aux_loss > 0

@@ -69,6 +69,9 @@ def test_dynamic_sampling_trains_only_on_groups_with_signal(tiny_model_dir, tmp_
         groups = batch["advantages"].view(-1, args.num_generations)
         # kind_reward alternates 0/1 inside informative groups: advantages are +-0.87 (std of [0,1,0,1] is 0.577)
         assert (groups.abs() > 0.5).all(), groups
+        # every kept group carries gradient: a row that reaches the loss with a nonzero advantage
+        reaches = (batch["completion_mask"].sum(1) > 0).view(-1, args.num_generations)
+        assert ((groups.abs() > 0.5) & reaches).any(dim=1).all()
         loss_tokens = batch["completion_mask"].sum()
         assert batch["num_items_in_batch"] == loss_tokens
 
@@ -80,12 +83,14 @@ def test_dynamic_sampling_trains_only_on_groups_with_signal(tiny_model_dir, tmp_
     keep_rate = logged(trainer, "dynamic_sampling/keep_rate")
     at_max = logged(trainer, "dynamic_sampling/dropped_all_max_frac")
     at_min = logged(trainer, "dynamic_sampling/dropped_all_min_frac")
+    no_gradient = logged(trainer, "dynamic_sampling/groups_no_gradient")
     target = args.generation_batch_size // args.num_generations
-    for g, k, s, rate, hi, lo in zip(generated, kept, surplus, keep_rate, at_max, at_min):
+    for g, k, s, rate, hi, lo, ng in zip(generated, kept, surplus, keep_rate, at_max, at_min, no_gradient):
         assert k == target and not logged(trainer, "dynamic_sampling/cap_hit")[0]
         assert rate * g == pytest.approx(k + s)  # every kept group is either trained on or surplus
-        # the dropped groups are exactly the all-1 (max) and all-0 (min) ones
-        assert hi * g + lo * g == pytest.approx(g - k - s)
+        # the dropped groups: all-1 (max), all-0 (min), and informative ones whose varying rows were all truncated
+        # (masked out of the loss, max_completion_length=8): those carry no gradient and are counted apart
+        assert hi * g + lo * g + ng == pytest.approx(g - k - s)
         assert hi > 0 and lo > 0
     assert logged(trainer, "dynamic_sampling/reward_after")[0] == pytest.approx(0.5)
     assert logged(trainer, "dynamic_sampling/prompts_consumed_total")[-1] == sum(generated)
@@ -128,7 +133,14 @@ def test_cap_raise(tiny_model_dir, tmp_path):
 
 
 def test_same_prompts_source_resamples_dropped_prompts(tiny_model_dir, tmp_path):
-    args = make_config(tmp_path, max_steps=1, dynamic_sampling_source="same_prompts", max_num_gen_batches=3)
+    # truncated rows stay in the loss, so an informative group always carries gradient (no truncation luck)
+    args = make_config(
+        tmp_path,
+        max_steps=1,
+        dynamic_sampling_source="same_prompts",
+        max_num_gen_batches=3,
+        mask_truncated_completions=False,
+    )
     trainer = RecordingTrainer(model=tiny_model_dir, reward_funcs=kind_reward, args=args, train_dataset=kind_dataset())
     with pytest.warns(UserWarning, match="max_num_gen_batches"):  # kinds 0 and 1 never resolve
         trainer.train()
@@ -226,6 +238,7 @@ def test_zero_variance_history_skips_degenerate_prompts(tiny_model_dir, tmp_path
         dynamic_sampling_skip_zero_variance=True,
         dynamic_sampling_skip_explore=0.0,
         per_device_train_batch_size=8,
+        mask_truncated_completions=False,  # informative groups always carry gradient: one round in the first batch
     )
     trainer = RecordingTrainer(model=tiny_model_dir, reward_funcs=kind_reward, args=args, train_dataset=dataset)
     trainer.train()
@@ -252,3 +265,18 @@ def test_user_reward_named_overlong_penalty_is_refused(tiny_model_dir, tmp_path)
     args = make_config(tmp_path, overlong_buffer_length=4)
     with pytest.raises(ValueError, match="named 'overlong_penalty'"):
         DAPOTrainer(model=tiny_model_dir, reward_funcs=overlong_penalty, args=args, train_dataset=kind_dataset())
+
+
+def test_streaming_dataset_draws_replacements_from_its_own_stream(tiny_model_dir, tmp_path):
+    """An IterableDataset (no __getitem__): replacement prompts come from a stream over the dataset itself, and no
+    prompt is trained twice in one generation batch (64 prompts: large enough)."""
+    args = make_config(tmp_path, max_steps=3, mask_truncated_completions=False)
+    dataset = kind_dataset().to_iterable_dataset()
+    trainer = DAPOTrainer(model=tiny_model_dir, reward_funcs=kind_reward, args=args, train_dataset=dataset)
+    trainer.train()
+    assert max(logged(trainer, "dynamic_sampling/rounds")) > 1  # kinds 0 and 1 are dropped: replacements drawn
+    assert logged(trainer, "dynamic_sampling/groups_kept") == [2.0] * 3
+    prompts = list(trainer._logs["prompt"])  # the last generation batch's trained rows
+    groups = [prompts[i : i + args.num_generations] for i in range(0, len(prompts), args.num_generations)]
+    assert all(len(set(g)) == 1 for g in groups)
+    assert len({g[0] for g in groups}) == len(groups)  # no prompt twice

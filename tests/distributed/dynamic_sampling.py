@@ -1,5 +1,5 @@
-"""Launched by tests/test_distributed.py with `torchrun --nproc_per_node 2`: dynamic sampling with groups that span
-ranks (3 rows per rank, 2 generations per prompt). Each rank writes what it decided and what it trained on."""
+"""Launched by tests/test_distributed.py with `torchrun --nproc_per_node 2` (and 4): dynamic sampling with groups that
+span ranks (3 rows per rank, 2 generations per prompt). Each rank writes what it decided and what it trained on."""
 
 import json
 import sys
@@ -28,6 +28,8 @@ class RecordingTrainer(DAPOTrainer):
                 "advantages": local["advantages"].tolist(),
                 "num_items_in_batch": int(local["num_items_in_batch"]),
                 "local_tokens": int(local["completion_mask"].sum()),
+                "moved": self._metrics["train"]["dynamic_sampling/rows_moved_frac"][-1],
+                "peak_rows": self._held_peak["rows"],
             }
         )
         return local
@@ -37,9 +39,15 @@ def main(model_dir: str, out_prefix: str) -> None:
     decisions = []
     original_add = GroupPool.add
 
-    def add(self, result):
-        keep = original_add(self, result)
-        decisions.append({"keep": keep.tolist(), "values": [round(v, 6) for v in result.values.tolist()]})
+    def add(self, values, carries_gradient=None):
+        keep = original_add(self, values, carries_gradient)
+        decisions.append(
+            {
+                "keep": keep.tolist(),
+                "values": [round(v, 6) for v in values.tolist()],
+                "carries": carries_gradient.tolist(),
+            }
+        )
         return keep
 
     GroupPool.add = add
