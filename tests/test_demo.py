@@ -224,9 +224,10 @@ def test_real_model_command_as_a_user_runs_it(tmp_path):
 @pytest.mark.slow
 def test_recipe_tiny_full_run_improves(tmp_path):
     metrics = load_recipe().main(["--preset", "tiny", "--output_dir", str(tmp_path), "--disable_tqdm", "true"])
-    # Measured on 2 CPU cores with the default preset: seed 0 7.0% -> 82.0% (~50 s); seeds 1-3 11.5% -> 63.5%,
-    # 6.5% -> 30.5%, 11.0% -> 35.5%. The asserted margin (+20 points) is below the smallest gain seen (+24 points).
-    assert metrics["accuracy_before"] < 0.15
+    # Measured on 2 CPU cores with the default preset: seed 0 15.0% -> 61.0% (transformers 5.24; 7.0% -> 82.0% with
+    # 5.23); earlier, seeds 1-3 11.5% -> 63.5%, 6.5% -> 30.5%, 11.0% -> 35.5%. The asserted margin (+20 points) is
+    # below the smallest gain seen (+24 points).
+    assert metrics["accuracy_before"] < 0.20
     assert metrics["accuracy_after"] >= metrics["accuracy_before"] + 0.20
     assert metrics["total_seconds"] < 600
 
