@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field, fields
 
+import torch
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import GRPOConfig
 
 from .core import IMPORTANCE_SAMPLING_LEVELS, LOSS_AGG_MODES, LOSS_TYPES
+from .quiet import known_warnings_quiet
+
+
+logger = logging.getLogger(__name__)
 
 
 DYNAMIC_SAMPLING_SOURCES = ("new_prompts", "same_prompts")
@@ -23,7 +30,9 @@ class DAPOConfig(GRPOConfig):
 
     Defaults that differ from TRL's (DAPO's): `epsilon_high=0.28` (clip-higher; TRL: same as `epsilon`),
     `mask_truncated_completions=True` (overlong filtering), `dynamic_sampling=True`. TRL's own defaults are already
-    DAPO's for the rest: `loss_type="dapo"`, `epsilon=0.2`, `beta=0.0` (no KL term, no reference model).
+    DAPO's for the rest: `loss_type="dapo"`, `epsilon=0.2`, `beta=0.0` (no KL term, no reference model). Device: with
+    `bf16` unset, bf16 when a bf16-capable accelerator is present (TRL's default), else fp32, with one log line saying
+    so (TRL would stop with transformers' "Your setup doesn't support bf16/gpu" error); `bf16=True` insists on bf16.
 
     Every `GRPOConfig` loss option keeps TRL's meaning and formula: `loss_type` (`"dapo"`, `"grpo"`, `"bnpo"`,
     `"dr_grpo"`, `"cispo"`, `"sapo"`, `"luspo"`, `"vespo"`), `importance_sampling_level`, `delta`,
@@ -199,7 +208,9 @@ class DAPOConfig(GRPOConfig):
                 f"num_generations must be >= 2 (got {self.num_generations}): group advantages and dynamic sampling "
                 "compare completions of the same prompt."
             )
-        super().__post_init__()
+        self._resolve_device()
+        with known_warnings_quiet():  # TRL's `gradient_checkpointing` default trips a transformers FutureWarning
+            super().__post_init__()
         _check(self.epsilon >= 0 and self.epsilon < 1, "epsilon", self.epsilon, "must be in [0, 1)")
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon
@@ -312,6 +323,21 @@ class DAPOConfig(GRPOConfig):
                     f"DAPOConfig.{name}={value!r} has no effect with loss_type={self.loss_type!r}; it applies to "
                     f"loss_type in {_loss_types_using(surrogates)}."
                 )
+
+    def _resolve_device(self) -> None:
+        """`bf16=None`: bf16 on a bf16-capable accelerator (TRL's default), fp32 without one, instead of an error;
+        no memory pinning without an accelerator."""
+        has_bf16 = is_torch_bf16_gpu_available() or is_torch_xla_available()
+        if self.bf16 is None and not self.fp16 and not has_bf16:
+            self.bf16 = False
+            logger.warning("dapo_trl: no CUDA GPU with bf16 found: training in fp32 on the CPU (bf16=True to insist).")
+        elif self.bf16 and not has_bf16 and not self.use_cpu:
+            raise ValueError(
+                "DAPOConfig.bf16=True needs a bf16-capable GPU and none was found: leave bf16 unset to train in fp32, "
+                "or set use_cpu=True as well to train in bf16 on the CPU."
+            )
+        if not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # nothing to pin for (torch warns on every dataloader otherwise)
 
 
 # Options read by some policy losses only (dapo_trl.core.POLICY_LOSSES), refused with the others.

@@ -6,7 +6,8 @@ plain `matplotlib.figure.Figure` objects rendered with the Agg canvas (no pyplot
 works on headless machines and inside training jobs.
 
 ```python
-from dapo_trl.plotting import DashboardCallback, plot_comparison, plot_dashboard
+from dapo_trl.callbacks import DashboardCallback
+from dapo_trl.plotting import plot_comparison, plot_dashboard
 
 plot_dashboard("outputs/run-a", out_path="dashboard.png")  # six panels for one run
 plot_comparison({"DAPO": "outputs/run-a", "GRPO": "outputs/run-b"}, out_path="comparison.png")
@@ -54,10 +55,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator
-from transformers import TrainerCallback
 
 
-__all__ = ["DashboardCallback", "load_history", "plot_comparison", "plot_dashboard"]
+__all__ = ["load_history", "plot_comparison", "plot_dashboard"]  # and DashboardCallback, lazily (see __getattr__)
 
 History = list[dict[str, Any]]
 RunLike = str | os.PathLike[str] | Sequence[Mapping[str, Any]]
@@ -606,45 +606,11 @@ def plot_comparison(
     return fig
 
 
-# ----------------------------------------------------------------------------------------------------- callback
+def __getattr__(name: str) -> Any:
+    # `DashboardCallback` lives in `dapo_trl.callbacks` (it needs transformers); kept importable from here lazily so that
+    # this module, and `dapo-trl plot`, import matplotlib only.
+    if name == "DashboardCallback":
+        from .callbacks import DashboardCallback
 
-
-class DashboardCallback(TrainerCallback):
-    """Draws `plot_dashboard` into `args.output_dir` when training ends (main process only).
-
-    Drawing failures are turned into a warning, so they never lose a finished run.
-
-    Args:
-        filename: name of the PNG, relative to `args.output_dir`.
-        title: figure title; defaults to the output folder's name.
-        dpi: resolution of the PNG.
-
-    Example:
-
-    ```python
-    from dapo_trl import DAPOConfig, DAPOTrainer
-    from dapo_trl.plotting import DashboardCallback
-
-    trainer = DAPOTrainer(model=..., reward_funcs=..., args=DAPOConfig(output_dir="out"), train_dataset=...,
-                          callbacks=[DashboardCallback()])
-    trainer.train()  # then out/dashboard.png
-    ```
-    """
-
-    def __init__(self, filename: str = "dashboard.png", title: str | None = None, dpi: int = DEFAULT_DPI):
-        self.filename = filename
-        self.title = title
-        self.dpi = dpi
-        self.path: str | None = None  # where the last dashboard was written
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        path = os.path.join(args.output_dir, self.filename)
-        title = self.title or os.path.basename(os.path.normpath(args.output_dir)) or None
-        try:
-            plot_dashboard(state.log_history, out_path=path, title=title, dpi=self.dpi)
-        except Exception as error:  # a plot must not turn a finished run into a failed one
-            warnings.warn(f"DashboardCallback could not write {path}: {error!r}", UserWarning, stacklevel=2)
-            return
-        self.path = path
+        return DashboardCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

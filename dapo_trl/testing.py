@@ -8,9 +8,11 @@ Example:
 
 ```python
 >>> from dapo_trl.testing import save_tiny_model
->>> from trl import GRPOConfig, GRPOTrainer
->>> model_id = save_tiny_model("/tmp/tiny-qwen2")
->>> trainer = GRPOTrainer(model=model_id, reward_funcs=my_reward, args=GRPOConfig(...), train_dataset=dataset)
+>>> model_id = save_tiny_model("tiny-qwen2")  # then e.g. GRPOTrainer(model=model_id, ...)
+>>> from transformers import AutoModelForCausalLM
+>>> AutoModelForCausalLM.from_pretrained(model_id).config.model_type
+'qwen2'
+
 ```
 """
 
@@ -81,6 +83,7 @@ def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> PreTrainedTokenizerFast:
     [4, 5, 13, 6]
     >>> tokenizer.apply_chat_template([{"role": "user", "content": "1+1="}], add_generation_prompt=True, tokenize=False)
     'u:1+1=\\na:'
+
     ```
     """
     byte_to_char = bytes_to_unicode()
@@ -135,6 +138,8 @@ def build_tiny_model(
     ```python
     >>> model = build_tiny_model(build_char_tokenizer())
     >>> sum(p.numel() for p in model.parameters())  # ~0.2M parameters
+    170304
+
     ```
     """
     config = Qwen2Config(
@@ -175,6 +180,7 @@ def build_tiny_moe_model(
     >>> model = build_tiny_moe_model(build_char_tokenizer())
     >>> model.config.num_experts, model.config.router_aux_loss_coef
     (4, 0.01)
+
     ```
     """
     config = Qwen3MoeConfig(
@@ -237,8 +243,12 @@ def save_tiny_model(output_dir: str | os.PathLike, moe: bool = False, **kwargs) 
     Example:
 
     ```python
-    >>> model_id = save_tiny_model(tmp_path / "tiny")
+    >>> from transformers import AutoModelForCausalLM, AutoTokenizer
+    >>> model_id = save_tiny_model("tiny")
     >>> model = AutoModelForCausalLM.from_pretrained(model_id)
+    >>> model.config.vocab_size == len(AutoTokenizer.from_pretrained(model_id))
+    True
+
     ```
     """
     chars = kwargs.pop("chars", DEFAULT_CHARS)

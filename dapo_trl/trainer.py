@@ -18,11 +18,12 @@ from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import is_async_callable, use_adapter
+from trl.trainer.utils import get_config_model_id, is_async_callable, use_adapter
 
 from . import core
 from .config import DAPOConfig
-from .hub import DAPO_PAPER
+from .model_card import DAPO_PAPER, complete_card
+from .quiet import known_warnings_quiet
 from .rewards import OVERLONG_REWARD_NAME, overlong_penalty_reward
 from .sampling import (
     GroupPool,
@@ -127,7 +128,8 @@ class DAPOTrainer(GRPOTrainer):
             if processing is not None:
                 processing = processing if isinstance(processing, list) else [processing]
                 kwargs["reward_processing_classes"] = [*processing, None]
-        super().__init__(model, reward_funcs, args, *pos, **kwargs)
+        with known_warnings_quiet():  # TRL calls transformers' deprecated gradient_checkpointing_* names
+            super().__init__(model, reward_funcs, args, *pos, **kwargs)
 
         self._reward_errors: list[str] = []
         self.reward_funcs = [
@@ -188,6 +190,57 @@ class DAPOTrainer(GRPOTrainer):
             )
 
     # ------------------------------------------------------------------ loss
+
+    def train(self, *args, **kwargs):
+        with known_warnings_quiet():  # TRL's generation toggles gradient checkpointing through deprecated names
+            return super().train(*args, **kwargs)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
+        tags: str | list[str] | None = None,
+        *,
+        base_model: str | None = None,
+        metrics: dict | None = None,
+        extra: str | None = None,
+        repo_id: str | None = None,
+    ):
+        """
+        Write `args.output_dir/README.md`: TRL's model card (its template, tags and citations), completed with DAPO's
+        settings, the training and LoRA settings, `metrics` and `extra` (see `dapo_trl.model_card`).
+
+        Called by TRL at every checkpoint and by `push_to_hub`, and by `dapo_trl.hub.save_for_hub` for the final
+        folder, so all of them hold the same document.
+
+        Args:
+            model_name, dataset_name, tags: as for TRL's `create_model_card`.
+            base_model (`str`, *optional*): Hub id (or local folder) training started from; defaults to the model
+                config's `_name_or_path`.
+            metrics (`dict`, *optional*): Final metrics, shown in a "Results" table.
+            extra (`str`, *optional*): Markdown for an "Additional information" section.
+            repo_id (`str`, *optional*): Hub id used in the usage snippet (defaults to `args.hub_model_id`).
+        """
+        if not self.is_world_process_zero():
+            return
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        if getattr(self.accelerator.unwrap_model(self.model), "peft_config", None):
+            tags += ["lora", "peft"]
+        repo_id = repo_id or self.args.hub_model_id
+        if model_name is None:  # the name TRL gives the checkpoints' card
+            model_name = (
+                repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.normpath(self.args.output_dir))
+            )
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        path = os.path.join(self.args.output_dir, "README.md")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        base_model = base_model or get_config_model_id(self.model.config)
+        card = complete_card(
+            text, self, base_model=base_model, dataset_name=dataset_name, metrics=metrics, extra=extra, repo_id=repo_id
+        )
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(card)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """

@@ -20,23 +20,34 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, get_peft_config
 
 from dapo_trl import DAPOConfig, DAPOTrainer
+from dapo_trl.callbacks import DashboardCallback
 from dapo_trl.data import arithmetic_splits, greedy_accuracy, gsm8k_to_conversational, supervised_warm_start
 from dapo_trl.hub import push_folder, save_for_hub
-from dapo_trl.plotting import DashboardCallback
+from dapo_trl.recipe_utils import (
+    RecipeParser,
+    check_hub_inputs,
+    fail,
+    go_offline,
+    hub_reachable,
+    quiet_third_party_logs,
+    use_compact_console,
+)
 from dapo_trl.rewards import gsm8k_accuracy, gsm8k_format
 from dapo_trl.testing import save_tiny_model
 
+
+PROG = "gsm8k.py"
+OFFLINE_DEMO = "python recipes/gsm8k.py --preset tiny"
+__all__ = ["hub_reachable", "main", "make_parser", "parse_args"]  # hub_reachable: re-exported for the tests
 
 # Everything the tiny preset sets; command-line arguments given after `--preset tiny` override these.
 TINY_PRESET = {
@@ -68,7 +79,9 @@ class ScriptArguments:
         default=None,
         metadata={"help": "`tiny`: fully offline demo (tiny model + built-in arithmetic task).", "choices": ["tiny"]},
     )
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id, e.g. `openai/gsm8k`."})
+    dataset_name: str = field(
+        default="openai/gsm8k", metadata={"help": "Hub dataset id (GSM8K layout); ignored by `--preset tiny`."}
+    )
     dataset_config: str = field(default="main", metadata={"help": "Dataset configuration name."})
     num_train_problems: int = field(default=700, metadata={"help": "Tiny preset: training problems."})
     num_eval_problems: int = field(default=200, metadata={"help": "Held-out problems for the greedy evaluation."})
@@ -98,60 +111,41 @@ class ScriptArguments:
     )
 
 
+def make_parser() -> RecipeParser:
+    return RecipeParser(
+        (ScriptArguments, DAPOConfig, ModelConfig),
+        prog=PROG,
+        description="DAPO on GSM8K-style math: `--preset tiny` is the offline demo, `--model_name_or_path ID` a real model.",
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, DAPOConfig, ModelConfig]:
+    """The recipe's arguments; errors print one line (`gsm8k.py: error: ...`) and exit with status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--preset" in argv and argv[argv.index("--preset") + 1 :][:1] == ["tiny"]:
         preset = []
         for key, value in TINY_PRESET.items():
             preset += [f"--{key}", str(value)]
         argv = preset + argv  # later occurrences win: the user's arguments override the preset
-    parser = TrlParser((ScriptArguments, DAPOConfig, ModelConfig))
-    return parser.parse_args_and_config(argv)
-
-
-def go_offline() -> None:
-    """Offline mode for this process: huggingface_hub (telemetry included), transformers and datasets."""
-    import huggingface_hub
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub (`HF_ENDPOINT`, default huggingface.co) answers within `timeout` seconds, offline mode unset."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    return make_parser().parse_args_and_config(argv)
 
 
 def load_hub_inputs(script_args: ScriptArguments, model_args: ModelConfig):
-    """Model, tokenizer and (train, test) GSM8K splits from the Hub or the local cache; exits clearly if offline."""
+    """Model, tokenizer and (train, test) GSM8K splits from the Hub or the local cache; one line and exit 2 if not."""
     from datasets import load_dataset
 
-    local = not hub_reachable()
-    if local:  # use the cache only: never hang on retries
-        import datasets
-        import huggingface_hub
-
-        huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
     model_id = model_args.model_name_or_path
+    # Offline and not cached: one message before anything heavy; cached: offline mode, no retries.
+    check_hub_inputs(model_id, script_args.dataset_name, prog=PROG, hint=OFFLINE_DEMO)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_id, local_files_only=local, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(
-            model_id, dtype=model_args.dtype or "auto", local_files_only=local
-        )
+        tokenizer = AutoTokenizer.from_pretrained(model_id, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=model_args.dtype or "auto")
         dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
-    except Exception as error:  # noqa: BLE001 - any failure here means: not available offline
-        sys.exit(
-            f"Cannot load model {model_id!r} / dataset {script_args.dataset_name!r}: the Hugging Face Hub is "
-            f"unreachable and they are not in the local cache ({type(error).__name__}). For the offline demo run: "
-            "python recipes/gsm8k.py --preset tiny"
+    except Exception as error:  # noqa: BLE001 - any failure here means: not loadable here
+        fail(
+            PROG,
+            f"cannot load model {model_id!r} / dataset {script_args.dataset_name!r}: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''} (offline demo: {OFFLINE_DEMO})",
         )
     train = gsm8k_to_conversational(dataset["train"])
     test = gsm8k_to_conversational(dataset["test"]).select(
@@ -193,28 +187,19 @@ def prepare_tiny(script_args: ScriptArguments, training_args: DAPOConfig):
     return model, tokenizer, splits["train"], splits["test"]
 
 
-def main(argv: list[str] | None = None) -> dict:
-    script_args, training_args, model_args = parse_args(argv)
-    start = time.perf_counter()
-    # We push ourselves, once, with our model card (transformers would create the repo at init and push its own).
-    push, training_args.push_to_hub = training_args.push_to_hub, False
-    if push and not training_args.hub_model_id:
-        sys.exit("--push_to_hub needs --hub_model_id (e.g. <user>/qwen2.5-0.5b-gsm8k-dapo).")
-
+def load_inputs(script_args: ScriptArguments, training_args: DAPOConfig, model_args: ModelConfig, push: bool):
+    """Model, tokenizer, train and held-out splits: the tiny preset's, or a Hub model and dataset."""
     if script_args.preset == "tiny":
         if not push:
             go_offline()  # nothing of the demo lives on the Hub: not even telemetry should try the network
         torch.set_num_threads(script_args.num_threads)  # tiny matmuls: more threads only add sync overhead
-        model, tokenizer, train, test = prepare_tiny(script_args, training_args)
-    elif model_args.model_name_or_path and script_args.dataset_name:
-        model, tokenizer, train, test = load_hub_inputs(script_args, model_args)
-    else:
-        sys.exit("Pass --preset tiny (offline demo), or --model_name_or_path and --dataset_name (e.g. openai/gsm8k).")
+        return prepare_tiny(script_args, training_args)
+    if model_args.model_name_or_path:
+        return load_hub_inputs(script_args, model_args)
+    fail(PROG, "pass --preset tiny (the offline demo) or --model_name_or_path ID (e.g. Qwen/Qwen2.5-0.5B-Instruct)")
 
-    eval_tokens = script_args.eval_max_new_tokens or training_args.max_completion_length
-    before = greedy_accuracy(model, tokenizer, test, max_new_tokens=eval_tokens)
-    print(f"held-out greedy accuracy before RL: {before:.1%} ({len(test)} problems)")
 
+def build_trainer(script_args, training_args, model_args, model, tokenizer, train) -> DAPOTrainer:
     reward_funcs = [gsm8k_accuracy]
     if script_args.format_reward_weight:
         reward_funcs.append(gsm8k_format)
@@ -229,39 +214,26 @@ def main(argv: list[str] | None = None) -> dict:
         peft_config=get_peft_config(model_args),  # None unless --use_peft: then only the LoRA adapter trains
         callbacks=[DashboardCallback()],  # writes dashboard.png into output_dir when training ends
     )
-    rl_start = time.perf_counter()
-    trainer.train()
-    rl_seconds = time.perf_counter() - rl_start
+    use_compact_console(trainer)  # one line per logging step; every metric goes to trainer_state.json
+    return trainer
 
-    after = greedy_accuracy(trainer.model, tokenizer, test, max_new_tokens=eval_tokens)
-    metrics = {
-        "accuracy_before": before,
-        "accuracy_after": after,
-        "eval_problems": len(test),
-        "rl_steps": trainer.state.global_step,
-        "rl_seconds": rl_seconds,
-        "total_seconds": time.perf_counter() - start,
-    }
-    print(f"accuracy before: {before:.1%} -> after: {after:.1%} ({len(test)} held-out problems)")
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    # The final model (only the adapter with --use_peft), tokenizer and model card, in a folder of their own: it is
-    # exactly what gets pushed.
+
+def save_final(trainer, script_args, training_args, model_args, metrics: dict, push: bool) -> str:
+    """OUTPUT_DIR/final/: the model (only the adapter with --use_peft), tokenizer and model card; pushed if asked."""
     final_dir = os.path.join(training_args.output_dir, "final")
-    # The tiny preset's base model is a local folder, which the card names but leaves out of its Hub metadata.
-    base_model = model_args.model_name_or_path or os.path.join(training_args.output_dir, "tiny-model")
+    tiny = script_args.preset == "tiny"
     save_for_hub(
         trainer,
         final_dir,
-        base_model=base_model,
-        dataset_name=script_args.dataset_name,  # None for the tiny preset: no Hub dataset to link
-        extra=None if script_args.dataset_name else "Trained on the built-in arithmetic task of `dapo_trl.data`.",
+        # The tiny preset's base model is a local folder, which the card names but leaves out of its Hub metadata.
+        base_model=os.path.join(training_args.output_dir, "tiny-model") if tiny else model_args.model_name_or_path,
+        dataset_name=None if tiny else script_args.dataset_name,
+        extra="Trained on the built-in arithmetic task of `dapo_trl.data`." if tiny else None,
         repo_id=training_args.hub_model_id,
         metrics={
-            "held-out greedy accuracy before RL": f"{before:.1%}",
-            "held-out greedy accuracy after RL": f"{after:.1%}",
-            "held-out problems": len(test),
+            "held-out greedy accuracy before RL": f"{metrics['accuracy_before']:.1%}",
+            "held-out greedy accuracy after RL": f"{metrics['accuracy_after']:.1%}",
+            "held-out problems": metrics["eval_problems"],
         },
     )
     print(f"saved to {final_dir}")
@@ -273,6 +245,46 @@ def main(argv: list[str] | None = None) -> dict:
             token=training_args.hub_token,
         )
         print(f"pushed to {url}")
+    return final_dir
+
+
+def main(argv: list[str] | None = None) -> dict:
+    quiet_third_party_logs()
+    script_args, training_args, model_args = parse_args(argv)
+    start = time.perf_counter()
+    # We push ourselves, once, with our model card (transformers would create the repo at init and push its own).
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    if push and not training_args.hub_model_id:
+        fail(PROG, "--push_to_hub needs --hub_model_id (e.g. <user>/qwen2.5-0.5b-gsm8k-dapo)")
+    model, tokenizer, train, test = load_inputs(script_args, training_args, model_args, push)
+
+    eval_tokens = script_args.eval_max_new_tokens or training_args.max_completion_length
+    before = greedy_accuracy(model, tokenizer, test, max_new_tokens=eval_tokens)
+    print(f"held-out greedy accuracy before RL: {before:.1%} ({len(test)} problems)")
+    trainer = build_trainer(script_args, training_args, model_args, model, tokenizer, train)
+    out = training_args.output_dir
+    print(f"DAPO: {training_args.max_steps} steps, a line every {training_args.logging_steps}; all metrics in {out}/")
+    rl_start = time.perf_counter()
+    trainer.train()
+    rl_seconds = time.perf_counter() - rl_start
+    trainer.save_state()  # OUTPUT_DIR/trainer_state.json: every logged metric; `dapo-trl plot OUTPUT_DIR` reads it
+
+    after = greedy_accuracy(trainer.model, tokenizer, test, max_new_tokens=eval_tokens)
+    metrics = {
+        "accuracy_before": before,
+        "accuracy_after": after,
+        "eval_problems": len(test),
+        "rl_steps": trainer.state.global_step,
+        "rl_seconds": rl_seconds,
+        "total_seconds": time.perf_counter() - start,
+    }
+    print(f"accuracy before: {before:.1%} -> after: {after:.1%} ({len(test)} held-out problems)")
+    if trainer.is_world_process_zero():
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    save_final(trainer, script_args, training_args, model_args, metrics, push)
+    print(f"dashboard: {os.path.join(out, 'dashboard.png')} (redraw: dapo-trl plot {out})")
     return metrics
 
 

@@ -16,7 +16,7 @@ from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dapo_trl import DAPOTrainer
-from dapo_trl.hub import model_card, push_folder, save_for_hub
+from dapo_trl.hub import push_folder, save_for_hub
 
 from .fake_hub import FakeHub, only_loopback
 from .helpers import kind_dataset, kind_reward, load_recipe, make_config
@@ -98,6 +98,9 @@ def fake_hub(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_XET_CACHE", str(tmp_path / "xet"))
     with FakeHub(lifetime=60) as hub, only_loopback() as refused:
         hub.refused = refused
+        # As if the process had started with HF_ENDPOINT=<fake>: huggingface_hub's own side requests (its agent
+        # registry) follow that global setting, which push_folder leaves alone.
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
         yield hub
     assert not hub.running
 
@@ -185,19 +188,52 @@ def test_save_for_hub_warns_about_files_it_did_not_write(lora_run, tmp_path):
 
 
 def test_card_leaves_local_base_model_and_missing_dataset_out_of_metadata(lora_run, tiny_model_dir):
-    card = model_card(lora_run.trainer, base_model=tiny_model_dir, dataset_name=None, extra="Trained in a test.")
-    metadata, body = front_matter(card)
+    trainer = lora_run.trainer
+    trainer.create_model_card(base_model=tiny_model_dir, dataset_name=None, extra="Trained in a test.")
+    metadata, body = front_matter((Path(trainer.args.output_dir) / "README.md").read_text(encoding="utf-8"))
     assert "base_model" not in metadata and "datasets" not in metadata  # the Hub accepts only repo ids there
     assert metadata["library_name"] == "peft"
     assert "## Results" not in body and "## Additional information\n\nTrained in a test." in body
+    assert "None" not in body.split("## Training procedure")[0]  # TRL's template would say "version of [None]"
+
+
+def test_card_is_trls_template_completed(lora_run, tmp_path):
+    """One card: TRL's template (its sections, citation, tags) with DAPO's additions, the same in output_dir."""
+    save_for_hub(
+        lora_run.trainer, tmp_path, base_model=BASE_ID, dataset_name=DATASET, metrics=METRICS, repo_id=REPO_ID
+    )
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert card == (Path(lora_run.trainer.args.output_dir) / "README.md").read_text(encoding="utf-8")
+    assert card == (lora_run.folder / "README.md").read_text(encoding="utf-8")  # the same document every time
+    metadata, body = front_matter(card)
+    assert "generated_from_trainer" in metadata["tags"]  # TRL's generate_model_card
+    assert body.index("## Results") < body.index("## Quick start") < body.index("## Training procedure")
+    assert body.index("### DAPO settings") < body.index("### Framework versions") < body.index("## Citations")
+    assert "This model was trained with DAPO, a method introduced in" in body  # TRL's sentence, from _name/_paper
+    for line in ["- TRL: ", "- Transformers: ", "- dapo-trl: ", "- PEFT: "]:
+        assert line in body, line
+    assert "Cite DAPO as:" in body and "Cite TRL as:" in body
+
+
+def test_checkpoint_card_is_the_dapo_card(tiny_model_dir, tmp_path):
+    """TRL writes output_dir/README.md at every checkpoint: it is DAPOTrainer's card, not TRL's bare one."""
+    args = make_config(tmp_path / "out", max_steps=1, save_strategy="steps", save_steps=1, save_only_model=True)
+    DAPOTrainer(model=tiny_model_dir, reward_funcs=kind_reward, args=args, train_dataset=kind_dataset()).train()
+    metadata, body = front_matter((tmp_path / "out" / "README.md").read_text(encoding="utf-8"))
+    assert {"dapo", "dapo-trl", "generated_from_trainer"} <= set(metadata["tags"])
+    assert "### DAPO settings" in body and "| epsilon_high | 0.28 |" in body
+    assert "| optimizer steps trained | 1 |" in body
+    assert "[None]" not in body and 'model="None"' not in body
 
 
 # ------------------------------------------------------------------------------------------------------ pushing
 
 
 def test_push_folder_uploads_exactly_the_folder(lora_run, fake_hub, monkeypatch):
-    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)  # set after huggingface_hub was imported
+    from huggingface_hub import constants
+
     url = push_folder(lora_run.folder, REPO_ID, private=True, token=FAKE_TOKEN, commit_message="DAPO LoRA")
+    assert constants.ENDPOINT == fake_hub.endpoint and constants.HF_HUB_OFFLINE is False
 
     assert fake_hub.refused == []  # nothing was sent anywhere else
     requests = fake_hub.requests
@@ -208,8 +244,6 @@ def test_push_folder_uploads_exactly_the_folder(lora_run, fake_hub, monkeypatch)
         ("POST", f"/api/models/{REPO_ID}/preupload/main"),
         ("POST", f"/api/models/{REPO_ID}/commit/main"),
     ]
-    from huggingface_hub import constants
-
     if not constants.HF_HUB_DISABLE_TELEMETRY:  # its agent-registry lookup went to the fake too, not huggingface.co
         assert (requests[0].method, requests[0].path) == ("GET", "/api/agent-harnesses")
     create = next(r for r in requests if r.path == "/api/repos/create")

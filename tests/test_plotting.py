@@ -284,3 +284,11 @@ def test_docstring_examples(tmp_path, monkeypatch):
     result = doctest.testmod(dapo_trl.plotting, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
     assert_valid_png(tmp_path / "comparison.png")
+
+
+def test_plot_command_imports_no_transformers():
+    """`dapo-trl plot` stays light: plotting and the CLI import matplotlib, not transformers (seconds to import)."""
+    code = "import sys, dapo_trl.plotting, dapo_trl.cli; print(sorted(m for m in ('transformers', 'trl') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
+    assert dapo_trl.plotting.DashboardCallback is DashboardCallback  # still importable from here, lazily

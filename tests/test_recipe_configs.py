@@ -23,6 +23,7 @@ def test_config_parses_and_follows_dapo(path, monkeypatch):
     recipe = load_recipe()
     # bf16 is validated against the machine; the configs target GPUs, this test runs anywhere.
     monkeypatch.setattr("transformers.training_args.TrainingArguments._validate_args", lambda self: None)
+    monkeypatch.setattr("dapo_trl.config.is_torch_bf16_gpu_available", lambda: True)  # DAPOConfig's own bf16 check
     script_args, training_args, model_args = recipe.parse_args(["--config", str(path)])
     assert script_args.dataset_name == "openai/gsm8k"
     assert model_args.model_name_or_path.startswith("Qwen/")
