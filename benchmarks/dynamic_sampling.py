@@ -210,6 +210,7 @@ KEYS = (
     "prompts_consumed",
     "prompts_consumed_total",
     "prompts_skipped",
+    "prompts_repeated",
     "dropped_all_max_frac",
     "dropped_all_min_frac",
 )
@@ -232,6 +233,9 @@ def run_one(
         gradient_accumulation_steps=cli.grad_accum,
         num_generations=cli.num_generations,
         max_completion_length=cli.max_completion_length,
+        # Truncated rows stay in the loss, so every informative group carries gradient and the share p of prompts
+        # that can be kept is the one this benchmark controls (the random model rarely stops before the limit).
+        mask_truncated_completions=False,
         max_steps=cli.steps,
         learning_rate=1e-6,
         use_cpu=True,
@@ -387,10 +391,22 @@ def check_skips(
     """
     out = []
     generated = Counter(i for c in calls for i in c["indices"])
-    skipped = Counter(drawn) - generated
+    # Stream draws of a prompt already in the batch (the dataloader's, or drawn and generated) are passed over.
+    in_batch, repeated = set(loader), Counter()
+    for i in drawn[len(loader) :]:
+        if i in in_batch:
+            repeated[i] += 1
+        elif generated[i]:
+            in_batch.add(i)
+    skipped = Counter(drawn) - generated - repeated
     extra = generated - Counter(drawn)
-    if len(drawn) != s["prompts_consumed"]:
-        out.append(f"{tag}: prompts_consumed {s['prompts_consumed']:.0f} != prompts drawn {len(drawn)}")
+    if sum(repeated.values()) != s["prompts_repeated"]:
+        out.append(f"{tag}: prompts_repeated {s['prompts_repeated']:.0f} != repeated draws {sum(repeated.values())}")
+    if len(drawn) != s["prompts_consumed"] + s["prompts_repeated"]:
+        out.append(
+            f"{tag}: prompts_consumed {s['prompts_consumed']:.0f} + repeated {s['prompts_repeated']:.0f} "
+            f"!= prompts drawn {len(drawn)}"
+        )
     if extra:
         out.append(f"{tag}: generated prompts that were never drawn: {sorted(extra)[:5]}")
     if sum(skipped.values()) != s["prompts_skipped"]:

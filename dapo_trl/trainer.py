@@ -554,7 +554,7 @@ class DAPOTrainer(GRPOTrainer):
                 prompt = (self.train_dataset[item] if indexable else item)["prompt"]
                 key = ZeroVarianceHistory.key(prompt)
                 if key in seen:
-                    duplicates += 1  # passed over, not a prompt consumed
+                    duplicates += 1  # passed over (logged as prompts_repeated), not a prompt consumed
                     continue
                 if self._skip_history is not None and self._skip_history.skip(prompt):
                     state.skipped += 1
@@ -562,6 +562,7 @@ class DAPOTrainer(GRPOTrainer):
                 seen.add(key)
             groups.append(item)
         state.prompts += tries - duplicates
+        state.repeated += duplicates
         return groups
 
     def _batch_keys(self, state: _Batch) -> set[str]:
@@ -894,6 +895,7 @@ class DAPOTrainer(GRPOTrainer):
             "prompts_consumed": state.prompts,
             "prompts_consumed_total": self._prompts_total,
             "prompts_skipped": state.skipped,
+            "prompts_repeated": state.repeated,
             "dropped_all_max_frac": pool.at_max / pool.generated,
             "dropped_all_min_frac": pool.at_min / pool.generated,
             "reward_before": torch.nanmean(rewards).item(),
@@ -1024,6 +1026,7 @@ class _Batch:
     seen: set[str] | None = None  # keys of the prompts in this generation batch, once needed
     prompts: int = 0
     skipped: int = 0
+    repeated: int = 0  # stream prompts passed over: already in this generation batch
     moved: int = 0
     held_bytes: int = 0
     peak_bytes: int = 0
