@@ -90,8 +90,9 @@ class DAPOConfig(GRPOConfig):
             Cap on generation rounds per generation batch (`<= 0`: no cap).
         dynamic_sampling_at_cap (`str`, *optional*, defaults to `"fill"`):
             What happens when the cap is hit before the batch is full: `"fill"` trains on the kept groups and fills
-            the remaining rows with dropped groups whose tokens are masked out of the loss (and its denominator),
-            with a warning and the `dynamic_sampling/cap_hit` metric; `"raise"` stops with an error (verl's).
+            each process's remaining rows with masked copies of one of its rows (no loss tokens, none in the
+            token-mean denominator; `dr_grpo` still counts them as rows), with a warning and the
+            `dynamic_sampling/cap_hit` metric; `"raise"` stops with an error (verl's).
 
         > Overlong shaping
 

@@ -537,9 +537,10 @@ class DAPOTrainer(GRPOTrainer):
         return IterablePromptStream(self.train_dataset, self.args.seed + 1)
 
     def _stream_groups(self, state: _Batch, n: int) -> list:
-        """`n` fresh prompts, the same on every rank: dataset indices (each rank loads only the rows it generates for)
-        or, for an iterable dataset, the rows themselves. A prompt already in this generation batch, or known to be
-        zero-variance (GRESO), is passed over while the dataset has others."""
+        """`n` fresh prompts, the same on every rank: dataset indices (every rank reads each drawn prompt to pass over
+        repeats, but materializes only the rows it generates for) or, for an iterable dataset, the rows themselves. A
+        prompt already in this generation batch, or known to be zero-variance (GRESO), is passed over while the dataset
+        has others."""
         if self._prompt_stream is None:
             self._prompt_stream = self._new_prompt_stream()
         stream, seen = self._prompt_stream, self._batch_keys(state)
@@ -655,21 +656,11 @@ class DAPOTrainer(GRPOTrainer):
     def _sample_round(self, state: _Batch, groups: list, local_rows: list[dict] | None) -> tuple[torch.Tensor, list]:
         """Generate and score one round, decide it (identically on every rank, from gathered scalars), and place its
         newly kept rows. Returns the round's keep mask and this rank's rows of it."""
-        group, device = self.num_generations, self.accelerator.device
+        group = self.num_generations
         local_rows = self._local_rows(groups) if local_rows is None else local_rows
         with self._generation_round() as captured:
             output = super()._generate_and_score_completions(local_rows)
-        unsupported = [key for key in _MODEL_INPUT_KEYS if key in output]
-        if unsupported:
-            raise NotImplementedError(
-                f"Dynamic sampling does not support multimodal batches yet (found {unsupported}); set "
-                "DAPOConfig.dynamic_sampling=False."
-            )
-        # The decision's only collective beyond TRL's reward gather: loss tokens per row and this rank's widths.
-        info = torch.cat([_loss_mask(output).sum(1), torch.tensor(output["prompt_ids"].shape[1:2], device=device)])
-        info = torch.cat([info, torch.tensor(output["completion_ids"].shape[1:2], device=device)])
-        info = (self.accelerator.gather(info) if self.accelerator.num_processes > 1 else info).view(-1, len(info))
-        tokens, widths = info[:, :-2].reshape(-1).cpu(), info[:, -2:].cpu()
+        tokens, widths = self._round_info(output)
         rewards_per_func = self._last_rewards_per_func.cpu()
         values, rewards = self._filter_values(rewards_per_func)
         weights = self.reward_weights.cpu().float()
@@ -699,6 +690,20 @@ class DAPOTrainer(GRPOTrainer):
         state.table.extend(_table_rows(captured["logs"], chosen))
         state.filler_source = {key: value[:1].clone() for key, value in _row_tensors(output).items()}
         return keep, local_rows
+
+    def _round_info(self, output: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decision's only collective beyond TRL's reward gather: loss tokens per row, each rank's (prompt,
+        completion) widths, and whether a rank met something unsupported (so every rank raises, none waits)."""
+        unsupported = [key for key in _MODEL_INPUT_KEYS if key in output]
+        shape = [output["prompt_ids"].size(1), output["completion_ids"].size(1), int(bool(unsupported))]
+        info = torch.cat([_loss_mask(output).sum(1), torch.tensor(shape, device=self.accelerator.device)])
+        info = (self.accelerator.gather(info) if self.accelerator.num_processes > 1 else info).view(-1, len(info))
+        if info[:, -1].any():
+            raise NotImplementedError(
+                f"Dynamic sampling does not support multimodal batches yet (found {unsupported or 'images'} on some "
+                "process); set DAPOConfig.dynamic_sampling=False."
+            )
+        return info[:, :-3].reshape(-1).cpu(), info[:, -3:-1].cpu()
 
     def _place_rows(self, state: _Batch, output: dict, chosen: list[int], widths: torch.Tensor) -> None:
         """Keep this rank's chosen rows that stay here and exchange only those that must move (`chosen`: rows of the
@@ -841,7 +846,8 @@ class DAPOTrainer(GRPOTrainer):
         mask = _loss_mask(batch).bool()
         delta = torch.abs(batch["old_per_token_logps"] - batch["sampling_per_token_logps"])
         delta = delta[mask & ~torch.isnan(delta)]
-        flat = ratio.flatten() if ratio.size(1) == 1 else ratio[mask]
+        sequence_level = self.vllm_importance_sampling_mode.startswith("sequence")
+        flat = ratio.flatten() if sequence_level else ratio[mask]
         zero = torch.zeros((), device=ratio.device)
         stats = {
             "sampling/sampling_logp_difference/mean": (delta.mean() if delta.numel() else zero, "mean"),
@@ -861,13 +867,15 @@ class DAPOTrainer(GRPOTrainer):
 
     def _log_trained_table(self, state: _Batch, advantages: torch.Tensor) -> None:
         """TRL's completions table gets the trained rows (with their advantages), not the last round's."""
+        # Every column on every row (None where a round did not log it), so the table's columns stay aligned.
+        columns = list(dict.fromkeys(column for row in state.table for column in row["extra"]))
         for i, row in enumerate(state.table):
             self._logs["prompt"].append(row["prompt"])
             self._logs["completion"].append(row["completion"])
             for name, value in row["rewards"].items():
                 self._logs["rewards"][name].append(value)
-            for column, value in row["extra"].items():
-                self._logs["extra"][column].append(value)
+            for column in columns:
+                self._logs["extra"][column].append(row["extra"].get(column))
             self._logs["advantages"].append(advantages[i].item())
 
     def _log_batch(self, state: _Batch, cap_hit: bool) -> None:

@@ -132,3 +132,23 @@ def test_completions_table_shows_trained_rows(tiny_model_dir, tmp_path):
     groups = [rewards[i : i + args.num_generations] for i in range(0, len(rewards), args.num_generations)]
     assert all(max(g) > min(g) for g in groups), groups  # only informative groups were trained
     assert all(abs(a) > 0.5 for a in trainer._logs["advantages"])
+
+
+def test_table_columns_stay_aligned_when_a_round_logs_no_extra_column(tiny_model_dir, tmp_path):
+    """A reward that logs an extra column in its first round only: every column still has one value per row."""
+    calls = {"n": 0}
+
+    def logging_reward(completions, kind, log_extra=None, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            log_extra("length", [len(c) for c in completions])
+        return kind_reward(completions, kind)
+
+    args = make_config(tmp_path, max_steps=1, mask_truncated_completions=False)
+    dataset = Dataset.from_dict({"prompt": [f"{i}+{i}=" for i in range(64)], "kind": [i % 4 for i in range(64)]})
+    trainer = DAPOTrainer(model=tiny_model_dir, reward_funcs=logging_reward, args=args, train_dataset=dataset)
+    trainer.train()
+    assert calls["n"] > 1  # several rounds, only the first logged the column
+    rows = len(trainer._logs["prompt"])
+    assert rows == args.generation_batch_size
+    assert len(trainer._logs["extra"]["length"]) == rows == len(trainer._logs["advantages"])
