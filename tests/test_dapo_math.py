@@ -238,6 +238,7 @@ def test_dapo_math_config_parses_with_the_papers_settings(name, monkeypatch):
     assert "# Hardware:" in text and "# Launch:" in text and "recipes/dapo_math.py" in text
     # bf16 and vLLM are validated against the machine; the configs target GPUs, this test runs anywhere.
     monkeypatch.setattr("transformers.training_args.TrainingArguments._validate_args", lambda self: None)
+    monkeypatch.setattr("dapo_trl.config.is_torch_bf16_gpu_available", lambda: True)
     monkeypatch.setattr("trl.trainer.grpo_config.is_vllm_available", lambda *a, **k: True, raising=False)
     script_args, args, model_args = load_dapo_math_recipe().parse_args(["--config", str(path), "--bf16", "true"])
     gpus, prompts, per_update = DAPO_MATH_CONFIGS[name]
