@@ -278,14 +278,20 @@ def _cached(repo_id: str, repo_type: str) -> bool:
 
 
 def check_hub_inputs(
-    model_id: str | None, dataset_id: str | None, *, prog: str, hint: str, timeout: float = 3.0
+    model_id: str | None,
+    dataset_id: str | Sequence[str] | None,
+    *,
+    prog: str,
+    hint: str,
+    timeout: float = 3.0,
 ) -> bool:
     """
-    Make sure the model and dataset can be loaded, before anything heavy runs.
+    Make sure the model and dataset(s) can be loaded, before anything heavy runs.
 
     Returns `True` when the Hub is reachable. When it is not (or `HF_HUB_OFFLINE=1`), switches this process to offline
     mode and returns `False` if every id is a local path or in the local cache; otherwise exits (status 2) with one
-    line naming the missing id(s) and `hint` (e.g. the offline demo's command).
+    line naming the missing id(s) and `hint` (e.g. the offline demo's command). `dataset_id` may be several ids (a
+    training and an evaluation set).
     """
     if hub_reachable(timeout):
         return True
@@ -293,12 +299,14 @@ def check_hub_inputs(
     import datasets
 
     datasets.config.HF_HUB_OFFLINE = True
+    dataset_ids = [dataset_id] if isinstance(dataset_id, str) else list(dataset_id or ())
     missing = [f"model {model_id!r}"] if model_id and not _cached(model_id, "model") else []
-    missing += [f"dataset {dataset_id!r}"] if dataset_id and not _cached(dataset_id, "dataset") else []
+    missing += [f"dataset {d!r}" for d in dataset_ids if d and not _cached(d, "dataset")]
     if missing:
+        names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
         fail(
             prog,
-            f"the Hugging Face Hub is unreachable (or HF_HUB_OFFLINE=1) and {' and '.join(missing)} "
+            f"the Hugging Face Hub is unreachable (or HF_HUB_OFFLINE=1) and {names} "
             f"{'is' if len(missing) == 1 else 'are'} not in the local cache. Offline demo: {hint}",
         )
     return False

@@ -23,24 +23,37 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
 
 import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, get_peft_config
 
 from dapo_trl import DAPOConfig, DAPOTrainer
-from dapo_trl.data import load_math_dataset
+from dapo_trl.callbacks import DashboardCallback
+from dapo_trl.data import _LOCAL_FORMATS, load_math_dataset
 from dapo_trl.evaluation import MathEvalCallback
 from dapo_trl.hub import push_folder, save_for_hub
-from dapo_trl.plotting import DashboardCallback
+from dapo_trl.recipe_utils import (
+    RecipeParser,
+    check_hub_inputs,
+    fail,
+    quiet_third_party_logs,
+    use_compact_console,
+)
 from dapo_trl.rewards import math_accuracy, math_accuracy_signed
 
+
+PROG = "dapo_math.py"
+# What runs without the Hub: the GSM8K demo, or this recipe on a local model folder and local data files.
+OFFLINE_DEMO = (
+    "python recipes/gsm8k.py --preset tiny; local files: python recipes/dapo_math.py --model_name_or_path MODEL_DIR "
+    "--dataset_name train.parquet --eval_dataset_name aime.jsonl"
+)
+__all__ = ["main", "make_parser", "parse_args"]
 
 # The paper's settings, as parser defaults: a `--config` file and command-line arguments override them.
 PAPER_DEFAULTS = {
@@ -113,40 +126,35 @@ class ScriptArguments:
     )
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, DAPOConfig, ModelConfig]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not torch.cuda.is_available() and "--bf16" not in argv:
-        argv = ["--bf16", "false", *argv]  # no CUDA: fp32, rather than transformers' bf16 error
-    parser = TrlParser((ScriptArguments, DAPOConfig, ModelConfig))
+def make_parser() -> RecipeParser:
+    parser = RecipeParser(
+        (ScriptArguments, DAPOConfig, ModelConfig),
+        prog=PROG,
+        description="The DAPO paper's recipe: DAPO-Math-17k, math-verify reward, AIME-style evaluation. "
+        "`--config recipes/configs/dapo-math-*.yaml` or `--model_name_or_path ID`; defaults are the paper's.",
+    )
     parser.set_defaults(**PAPER_DEFAULTS)
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, DAPOConfig, ModelConfig]:
+    """The recipe's arguments; errors print one line (`dapo_math.py: error: ...`) and exit with status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     if not model_args.model_name_or_path:
-        sys.exit("Pass --model_name_or_path (e.g. Qwen/Qwen2.5-32B), or --config recipes/configs/dapo-math-*.yaml.")
+        fail(PROG, "pass --model_name_or_path (e.g. Qwen/Qwen2.5-32B), or --config recipes/configs/dapo-math-*.yaml")
     return script_args, training_args, model_args
-
-
-def use_cache_if_hub_unreachable(timeout: float = 3.0) -> None:
-    """Offline mode (cache only, no retries) when the Hub does not answer within `timeout` seconds.
-
-    The same check as `recipes/gsm8k.py`'s `hub_reachable`, kept here so the two scripts stay independent; it belongs
-    in the shared offline helper the GSM8K recipe is getting."""
-    import datasets
-    import huggingface_hub
-
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
-    except OSError:
-        huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
 
 
 def load_inputs(script_args: ScriptArguments, model_args: ModelConfig):
     """Model, tokenizer, training set and evaluation set (or `None`); exits with one line when one cannot load."""
     model_id, name = model_args.model_name_or_path, script_args.dataset_name
-    use_cache_if_hub_unreachable()
+    data = {"--dataset_name": name, "--eval_dataset_name": script_args.eval_dataset_name}
+    for option, path in data.items():  # a data file (not a Hub id) that is not there
+        if path and os.path.splitext(path)[1].lower() in _LOCAL_FORMATS and not os.path.isfile(path):
+            fail(PROG, f"{option}: no such file: {path!r}")
+    # Offline and not cached: one message before anything heavy; cached: offline mode, no retries.
+    check_hub_inputs(model_id, [d for d in data.values() if d], prog=PROG, hint=OFFLINE_DEMO)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(model_id, dtype=model_args.dtype or "auto")
@@ -168,7 +176,8 @@ def load_inputs(script_args: ScriptArguments, model_args: ModelConfig):
                 script_args.num_eval_problems,
             )
     except Exception as error:  # noqa: BLE001 - one clear line instead of a traceback from deep inside a loader
-        sys.exit(f"Cannot load {model_id!r} / {name!r}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
+        first_line = str(error).splitlines()[0][:300] if str(error) else ""
+        fail(PROG, f"cannot load {model_id!r} / {name!r}: {type(error).__name__}: {first_line}")
     return model, tokenizer, train, test
 
 
@@ -213,11 +222,12 @@ def save_and_push(trainer, script_args, training_args, model_args, metrics: dict
 
 
 def main(argv: list[str] | None = None) -> dict:
+    quiet_third_party_logs()
     script_args, training_args, model_args = parse_args(argv)
     start = time.perf_counter()
     push, training_args.push_to_hub = training_args.push_to_hub, False  # we push the final folder ourselves
     if push and not training_args.hub_model_id:
-        sys.exit("--push_to_hub needs --hub_model_id (e.g. <user>/qwen2.5-32b-dapo-math).")
+        fail(PROG, "--push_to_hub needs --hub_model_id (e.g. <user>/qwen2.5-32b-dapo-math)")
     reward = math_accuracy_signed if script_args.signed_reward else math_accuracy
     # Filter on correctness alone, never on the overlong penalty added to it.
     training_args.dynamic_sampling_metric = training_args.dynamic_sampling_metric or reward.__name__
@@ -235,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
         peft_config=get_peft_config(model_args),
         callbacks=callbacks,
     )
+    use_compact_console(trainer)  # one line per logging step; every metric goes to trainer_state.json
     rl_start = time.perf_counter()
     trainer.train()
     metrics: dict = {"train_problems": len(train), "rl_steps": trainer.state.global_step}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,6 +63,15 @@ def load_recipe():
     sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+def run_script(script: str, *args: str, home: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    """`python recipes/SCRIPT ARGS...` in a fresh process as a user runs it: an empty Hugging Face cache in `home`,
+    this checkout first on the path, `env` added to the environment; returns the finished process (text output)."""
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, str(root / "recipes" / script), *args]
+    env = {**os.environ, "HF_HOME": str(Path(home) / "hf-home"), "PYTHONPATH": str(root), **env}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def run_and_shut_down(main, *args) -> None:

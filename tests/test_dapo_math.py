@@ -18,6 +18,7 @@ from dapo_trl.data import (
     to_dapo_math_layout,
 )
 from dapo_trl.evaluation import _math_metrics, _shard, evaluate_math, generate_completions
+from tests.helpers import run_script
 
 
 pytest.importorskip("math_verify")
@@ -238,6 +239,7 @@ def test_dapo_math_config_parses_with_the_papers_settings(name, monkeypatch):
     assert "# Hardware:" in text and "# Launch:" in text and "recipes/dapo_math.py" in text
     # bf16 and vLLM are validated against the machine; the configs target GPUs, this test runs anywhere.
     monkeypatch.setattr("transformers.training_args.TrainingArguments._validate_args", lambda self: None)
+    monkeypatch.setattr("dapo_trl.config.is_torch_bf16_gpu_available", lambda: True)
     monkeypatch.setattr("trl.trainer.grpo_config.is_vllm_available", lambda *a, **k: True, raising=False)
     script_args, args, model_args = load_dapo_math_recipe().parse_args(["--config", str(path), "--bf16", "true"])
     gpus, prompts, per_update = DAPO_MATH_CONFIGS[name]
@@ -258,25 +260,29 @@ def test_dapo_math_config_parses_with_the_papers_settings(name, monkeypatch):
     assert model_args.use_peft == name.endswith("lora.yaml")
 
 
-def test_recipe_paper_defaults_and_cpu_fallback():
+def test_recipe_paper_defaults_and_cpu_fallback(capsys):
     recipe = load_dapo_math_recipe()
     script_args, args, _ = recipe.parse_args(["--model_name_or_path", "m", "--output_dir", "o", "--use_cpu", "true"])
     assert (args.max_completion_length, args.overlong_buffer_length, args.learning_rate) == (20480, 4096, 1e-6)
     assert args.num_generations == 16 and args.weight_decay == 0.1 and args.bf16 is False  # no CUDA here: fp32
     assert args.steps_per_generation == 16 * args.gradient_accumulation_steps
     assert script_args.eval_k == 32 and script_args.eval_top_p == 0.7
-    with pytest.raises(SystemExit, match="--model_name_or_path"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as error:
         recipe.parse_args(["--output_dir", "o"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert error.value.code == 2 and err[-1].startswith("dapo_math.py: error: pass --model_name_or_path")
 
 
-def test_recipe_missing_dataset_exits_with_one_line(tmp_path, tiny_model_dir):
+def test_recipe_missing_dataset_exits_with_one_line(tmp_path, tiny_model_dir, capsys):
     with pytest.raises(SystemExit) as error:
         load_dapo_math_recipe().main(
             ["--model_name_or_path", tiny_model_dir, "--dataset_name", str(tmp_path / "missing.parquet"),
              "--output_dir", str(tmp_path), "--use_cpu", "true"]
         )  # fmt: skip
-    message = str(error.value.code)
-    assert "missing.parquet" in message and "\n" not in message
+    err = capsys.readouterr().err.strip().splitlines()
+    assert error.value.code == 2 and err[-1].startswith("dapo_math.py: error: --dataset_name: no such file: ")
+    assert "missing.parquet" in err[-1]
 
 
 @pytest.mark.distributed
@@ -301,7 +307,7 @@ def test_evaluate_math_on_two_processes(tiny_model_dir, tmp_path):
     assert [d["greedy"] for d in rank0["details"]] == [g[0] for g in greedy]
 
 
-def test_recipe_unreachable_hub_exits_fast(tmp_path, monkeypatch):
+def test_recipe_unreachable_hub_exits_fast(tmp_path, monkeypatch, capsys):
     import socket
     import time
 
@@ -315,5 +321,45 @@ def test_recipe_unreachable_hub_exits_fast(tmp_path, monkeypatch):
         load_dapo_math_recipe().main(
             ["--model_name_or_path", "someone/not-a-cached-model", "--output_dir", str(tmp_path), "--use_cpu", "true"]
         )
-    assert "someone/not-a-cached-model" in str(error.value.code) and "\n" not in str(error.value.code)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert error.value.code == 2 and err[-1].startswith("dapo_math.py: error: ")
+    assert "someone/not-a-cached-model" in err[-1]
     assert time.perf_counter() - start < 30
+
+
+# What a person sees from the script itself, in a fresh process without a GPU or the Hub.
+
+
+def test_recipe_bad_value_is_one_line_without_traceback(tmp_path):
+    result = run_script("dapo_math.py", "--model_name_or_path", "m", "--epsilon_high", "-1", home=tmp_path)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("dapo_math.py: error:")] == [
+        "dapo_math.py: error: --epsilon_high=-1.0 must be >= 0."
+    ]
+    assert lines[-1] == "(see dapo_math.py --help)" and len(lines) <= 3, result.stderr  # + the fp32 line
+
+
+def test_recipe_help_is_short_and_grouped(tmp_path):
+    result = run_script("dapo_math.py", "--help", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    groups = [line for line in out.splitlines() if not line.startswith(" ") and line.endswith("options:")]
+    assert groups == ["options:", "dapo_math.py options:", "DAPO options:", "common training options:"]
+    for option in ["--eval_dataset_name", "--signed_reward", "--overlong_buffer_length", "--model_name_or_path"]:
+        assert f"  {option} " in out, option
+    assert "--adam_beta1" not in out and "--vllm_mode" not in out and len(out.splitlines()) < 260
+    assert "--help-all lists them" in out.splitlines()[-1]
+    assert "AdamW. (default: 1e-06)" in out  # the paper's defaults are the ones shown
+
+
+def test_recipe_offline_hub_names_the_model(tmp_path):
+    result = run_script(
+        "dapo_math.py", "--model_name_or_path", "someone/not-a-cached-model", "--output_dir", str(tmp_path / "run"),
+        home=tmp_path, HF_HUB_OFFLINE="1",
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dapo_math.py: error: ")]
+    assert len(errors) == 1 and "'someone/not-a-cached-model'" in errors[0], result.stderr
+    assert "dataset 'BytedTsinghua-SIA/DAPO-Math-17k'" in errors[0] and "recipes/gsm8k.py --preset tiny" in errors[0]
+    assert not (tmp_path / "run").exists()  # nothing heavy happened

@@ -13,7 +13,7 @@ from dapo_trl.data import (
     supervised_warm_start,
 )
 from dapo_trl.rewards import extract_answer, gsm8k_accuracy
-from tests.helpers import load_recipe
+from tests.helpers import load_recipe, run_script
 
 
 @pytest.mark.parametrize(
@@ -199,19 +199,14 @@ def test_recipe_offline_names_a_missing_dataset_only(monkeypatch, tiny_model_dir
 
 def test_real_model_command_as_a_user_runs_it(tmp_path):
     """The README's command in a fresh process without GPU: fp32 line, the one-line Hub message, status 2, fast."""
-    import os
-    import subprocess
-    import sys
     import time
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    command = [sys.executable, str(root / "recipes" / "gsm8k.py"), "--model_name_or_path", "Qwen/Qwen2.5-0.5B-Instruct",
-               "--dataset_name", "openai/gsm8k", "--output_dir", str(tmp_path / "qwen"),
-               "--max_completion_length", "512", "--num_generations", "8"]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"), "PYTHONPATH": str(root)}
     start = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    result = run_script(
+        "gsm8k.py", "--model_name_or_path", "Qwen/Qwen2.5-0.5B-Instruct", "--dataset_name", "openai/gsm8k",
+        "--output_dir", str(tmp_path / "qwen"), "--max_completion_length", "512", "--num_generations", "8",
+        home=tmp_path, HF_HUB_OFFLINE="1",
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     lines = result.stderr.strip().splitlines()
