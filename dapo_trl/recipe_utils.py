@@ -312,6 +312,20 @@ def check_hub_inputs(
     return False
 
 
+def push_final(final_dir: str, training_args) -> str:
+    """Upload exactly `final_dir` to `training_args.hub_model_id` (private/token as configured); prints the URL."""
+    from dapo_trl.hub import push_folder
+
+    url = push_folder(
+        final_dir,
+        training_args.hub_model_id,
+        private=training_args.hub_private_repo,
+        token=training_args.hub_token,
+    )
+    print(f"pushed to {url}")
+    return url
+
+
 # ------------------------------------------------------------------------------------------------------ console
 
 

@@ -36,11 +36,12 @@ from dapo_trl import DAPOConfig, DAPOTrainer
 from dapo_trl.callbacks import DashboardCallback
 from dapo_trl.data import _LOCAL_FORMATS, load_math_dataset
 from dapo_trl.evaluation import MathEvalCallback
-from dapo_trl.hub import push_folder, save_for_hub
+from dapo_trl.hub import save_for_hub
 from dapo_trl.recipe_utils import (
     RecipeParser,
     check_hub_inputs,
     fail,
+    push_final,
     quiet_third_party_logs,
     use_compact_console,
 )
@@ -212,13 +213,7 @@ def save_and_push(trainer, script_args, training_args, model_args, metrics: dict
         metrics=card_metrics or None,
     )
     if push:
-        url = push_folder(
-            final_dir,
-            training_args.hub_model_id,
-            private=training_args.hub_private_repo,
-            token=training_args.hub_token,
-        )
-        print(f"pushed to {url}")
+        push_final(final_dir, training_args)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -31,13 +31,14 @@ from trl import ModelConfig, get_peft_config
 from dapo_trl import DAPOConfig, DAPOTrainer
 from dapo_trl.callbacks import DashboardCallback
 from dapo_trl.data import arithmetic_splits, greedy_accuracy, gsm8k_to_conversational, supervised_warm_start
-from dapo_trl.hub import push_folder, save_for_hub
+from dapo_trl.hub import save_for_hub
 from dapo_trl.recipe_utils import (
     RecipeParser,
     check_hub_inputs,
     fail,
     go_offline,
     hub_reachable,
+    push_final,
     quiet_third_party_logs,
     use_compact_console,
 )
@@ -238,13 +239,7 @@ def save_final(trainer, script_args, training_args, model_args, metrics: dict, p
     )
     print(f"saved to {final_dir}")
     if push:
-        url = push_folder(
-            final_dir,
-            training_args.hub_model_id,
-            private=training_args.hub_private_repo,
-            token=training_args.hub_token,
-        )
-        print(f"pushed to {url}")
+        push_final(final_dir, training_args)
     return final_dir
 
 

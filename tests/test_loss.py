@@ -98,6 +98,15 @@ def test_loss_and_gradients_equal_trl_dapo_loss(dapo_trainer, tiny_model_dir, tm
     assert ours._metrics["train"]["entropy"][-1] == pytest.approx(trl._metrics["train"]["entropy"][-1], rel=1e-5)
 
 
+def step_window(mask: torch.Tensor) -> dict:
+    """The optimizer step's counts the trainer passes with each micro-batch: tokens, sequences and rows."""
+    return {
+        "num_items_in_batch": mask.sum().double(),
+        "num_seqs_in_batch": (mask.sum(-1) > 0).sum().double(),
+        "num_rows_in_batch": float(len(mask)),
+    }
+
+
 @pytest.mark.parametrize("mode", LOSS_AGG_MODES)
 @pytest.mark.parametrize("clip_ratio_c", [None, 3.0])
 def test_gradient_invariant_to_accumulation_split(dapo_trainer, mode, clip_ratio_c):
@@ -106,11 +115,7 @@ def test_gradient_invariant_to_accumulation_split(dapo_trainer, mode, clip_ratio
     model = trainer.model
     batch = make_batch(model, off_policy=1.0)
     mask = batch["completion_mask"]
-    window = {
-        "num_items_in_batch": mask.sum().double(),
-        "num_seqs_in_batch": (mask.sum(-1) > 0).sum().double(),
-        "num_rows_in_batch": float(len(mask)),
-    }
+    window = step_window(mask)
 
     model.zero_grad()
     whole = trainer.compute_loss(model, {**batch, **window})
@@ -348,11 +353,7 @@ def test_every_loss_type_invariant_to_accumulation_split(dapo_trainer, case):
     model = trainer.model
     batch = make_batch(model, off_policy=1.0)
     mask = batch["completion_mask"]
-    window = {
-        "num_items_in_batch": mask.sum().double(),
-        "num_seqs_in_batch": (mask.sum(-1) > 0).sum().double(),
-        "num_rows_in_batch": float(len(mask)),
-    }
+    window = step_window(mask)
     model.zero_grad()
     whole = trainer.compute_loss(model, {**batch, **window})
     whole.backward()
