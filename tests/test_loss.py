@@ -107,6 +107,18 @@ def step_window(mask: torch.Tensor) -> dict:
     }
 
 
+def split_loss(trainer, batch: dict, window: dict, bounds: list[int]) -> torch.Tensor:
+    """The summed loss of `batch` split into micro-batches at `bounds`, gradients accumulated in the model."""
+    trainer.model.zero_grad()
+    total = 0.0
+    for start, end in zip(bounds, bounds[1:]):
+        part = {key: value[start:end] if value.dim() else value for key, value in batch.items()}
+        loss = trainer.compute_loss(trainer.model, {**part, **window})
+        loss.backward()
+        total = total + loss.detach()
+    return total
+
+
 @pytest.mark.parametrize("mode", LOSS_AGG_MODES)
 @pytest.mark.parametrize("clip_ratio_c", [None, 3.0])
 def test_gradient_invariant_to_accumulation_split(dapo_trainer, mode, clip_ratio_c):
@@ -123,14 +135,7 @@ def test_gradient_invariant_to_accumulation_split(dapo_trainer, mode, clip_ratio
     reference = grads_of(model).clone()
 
     for splits in ([2, 4], [1, 2, 3]):  # 2 and 3 micro-batches of unequal sizes
-        model.zero_grad()
-        total = 0.0
-        bounds = [0, *splits, len(mask)]
-        for start, end in zip(bounds, bounds[1:]):
-            part = {key: value[start:end] if value.dim() else value for key, value in batch.items()}
-            loss = trainer.compute_loss(model, {**part, **window})
-            loss.backward()
-            total = total + loss.detach()
+        total = split_loss(trainer, batch, window, [0, *splits, len(mask)])
         torch.testing.assert_close(total, whole.detach(), rtol=1e-6, atol=0)
         # Relative to the gradient's norm: the plain float64 forward is exact across batch shapes, but the fused
         # LM-head log-prob path TRL calls (fused_lm_head=True) rounds single elements differently per shape.
@@ -358,13 +363,7 @@ def test_every_loss_type_invariant_to_accumulation_split(dapo_trainer, case):
     whole = trainer.compute_loss(model, {**batch, **window})
     whole.backward()
     reference = grads_of(model).clone()
-    model.zero_grad()
-    total = 0.0
-    for start, end in ((0, 2), (2, 6)):
-        part = {key: value[start:end] if value.dim() else value for key, value in batch.items()}
-        loss = trainer.compute_loss(model, {**part, **window})
-        loss.backward()
-        total = total + loss.detach()
+    total = split_loss(trainer, batch, window, [0, 2, 6])
     torch.testing.assert_close(total, whole.detach(), rtol=1e-6, atol=0)
     assert (grads_of(model) - reference).norm() <= 1e-6 * reference.norm()
 
