@@ -55,10 +55,10 @@ def logged(trainer, key: str) -> list[float]:
     return [entry[key] for entry in trainer.state.log_history if entry.get(key) is not None]
 
 
-def load_recipe():
-    """`recipes/gsm8k.py` as a module (it is a script, not part of the package)."""
-    path = Path(__file__).resolve().parents[1] / "recipes" / "gsm8k.py"
-    spec = importlib.util.spec_from_file_location("gsm8k_recipe", path)
+def load_recipe(name: str = "gsm8k"):
+    """`recipes/<name>.py` as a module (a script, not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
     spec.loader.exec_module(module)

@@ -18,7 +18,7 @@ from dapo_trl.data import (
     to_dapo_math_layout,
 )
 from dapo_trl.evaluation import _math_metrics, _shard, evaluate_math, generate_completions
-from tests.helpers import run_script
+from tests.helpers import load_recipe, run_script
 
 
 pytest.importorskip("math_verify")
@@ -170,19 +170,6 @@ def test_evaluate_math_on_tiny_model_is_seeded(tiny_model_dir):
     assert [d["greedy"] for d in first] == [g[0] for g in greedy]
 
 
-def load_dapo_math_recipe():
-    """`recipes/dapo_math.py` as a module (a script, not part of the package)."""
-    import importlib.util
-    import sys
-
-    path = Path(__file__).resolve().parents[1] / "recipes" / "dapo_math.py"
-    spec = importlib.util.spec_from_file_location("dapo_math_recipe", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_recipe_end_to_end_offline(tmp_path):
     from dapo_trl.testing import save_tiny_model
 
@@ -194,7 +181,7 @@ def test_recipe_end_to_end_offline(tmp_path):
         "".join(json.dumps({"id": i, "problem": p, "answer": a}) + "\n" for i, (p, a) in enumerate(PROBLEMS))
     )
     out = tmp_path / "run"
-    metrics = load_dapo_math_recipe().main(
+    metrics = load_recipe("dapo_math").main(
         [
             "--model_name_or_path", model_dir, "--dataset_name", str(train), "--eval_dataset_name", str(aime),
             "--output_dir", str(out), "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
@@ -241,7 +228,7 @@ def test_dapo_math_config_parses_with_the_papers_settings(name, monkeypatch):
     monkeypatch.setattr("transformers.training_args.TrainingArguments._validate_args", lambda self: None)
     monkeypatch.setattr("dapo_trl.config.is_torch_bf16_gpu_available", lambda: True)
     monkeypatch.setattr("trl.trainer.grpo_config.is_vllm_available", lambda *a, **k: True, raising=False)
-    script_args, args, model_args = load_dapo_math_recipe().parse_args(["--config", str(path), "--bf16", "true"])
+    script_args, args, model_args = load_recipe("dapo_math").parse_args(["--config", str(path), "--bf16", "true"])
     gpus, prompts, per_update = DAPO_MATH_CONFIGS[name]
     assert script_args.dataset_name == "BytedTsinghua-SIA/DAPO-Math-17k"
     assert script_args.eval_dataset_name == "BytedTsinghua-SIA/AIME-2024" and script_args.eval_k == 32
@@ -261,7 +248,7 @@ def test_dapo_math_config_parses_with_the_papers_settings(name, monkeypatch):
 
 
 def test_recipe_paper_defaults_and_cpu_fallback(capsys):
-    recipe = load_dapo_math_recipe()
+    recipe = load_recipe("dapo_math")
     script_args, args, _ = recipe.parse_args(["--model_name_or_path", "m", "--output_dir", "o", "--use_cpu", "true"])
     assert (args.max_completion_length, args.overlong_buffer_length, args.learning_rate) == (20480, 4096, 1e-6)
     assert args.num_generations == 16 and args.weight_decay == 0.1 and args.bf16 is False  # no CUDA here: fp32
@@ -276,7 +263,7 @@ def test_recipe_paper_defaults_and_cpu_fallback(capsys):
 
 def test_recipe_missing_dataset_exits_with_one_line(tmp_path, tiny_model_dir, capsys):
     with pytest.raises(SystemExit) as error:
-        load_dapo_math_recipe().main(
+        load_recipe("dapo_math").main(
             ["--model_name_or_path", tiny_model_dir, "--dataset_name", str(tmp_path / "missing.parquet"),
              "--output_dir", str(tmp_path), "--use_cpu", "true"]
         )  # fmt: skip
@@ -318,7 +305,7 @@ def test_recipe_unreachable_hub_exits_fast(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     start = time.perf_counter()
     with pytest.raises(SystemExit) as error:
-        load_dapo_math_recipe().main(
+        load_recipe("dapo_math").main(
             ["--model_name_or_path", "someone/not-a-cached-model", "--output_dir", str(tmp_path), "--use_cpu", "true"]
         )
     err = capsys.readouterr().err.strip().splitlines()
