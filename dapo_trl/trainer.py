@@ -18,6 +18,7 @@ from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer import grpo_trainer as grpo_trainer_module
 from trl.trainer.utils import get_config_model_id, is_async_callable, use_adapter
 
 from . import core
@@ -176,6 +177,7 @@ class DAPOTrainer(GRPOTrainer):
             else None
         )
         self._defer_logps = False
+        self._round_text: tuple[list, list] | None = None  # inside a round: (prompts, completions) of the rewards
         self._held_peak = {"bytes": 0, "rows": 0}  # what this rank held at most during the last generation batch
         self._last_rewards_per_func: torch.Tensor | None = None
         self._window_counts: list[torch.Tensor] = []
@@ -466,6 +468,8 @@ class DAPOTrainer(GRPOTrainer):
             errors = gather_object(self._reward_errors) if self.accelerator.num_processes > 1 else self._reward_errors
             raise RewardFunctionError("\n".join(errors))
         self._last_rewards_per_func = rewards_per_func  # gathered over processes: the filter's input
+        if self._defer_logps:  # inside a round: these lists are what TRL then gathers for its completions table
+            self._round_text = (prompts, completions)
         return rewards_per_func
 
     def _guard_reward(self, func, name: str):
@@ -617,14 +621,48 @@ class DAPOTrainer(GRPOTrainer):
         logged can be what was trained."""
         metrics, logs = self._metrics["train"], self._logs
         self._metrics["train"], self._logs = defaultdict(list), _empty_logs()
-        self._defer_logps = True
+        self._defer_logps, self._round_text = True, None
         captured = {}
         try:
-            yield captured
+            with self._local_table_gathers():
+                yield captured
         finally:
-            self._defer_logps = False
+            self._defer_logps, self._round_text = False, None
             captured["metrics"], captured["logs"] = self._metrics["train"], self._logs
             self._metrics["train"], self._logs = metrics, logs
+
+    @contextlib.contextmanager
+    def _local_table_gathers(self):
+        """During a round, TRL's gathers of the completions table's text (prompts, completions, `log_extra` values)
+        stay local: most rows are dropped or stay where they were generated, and the trained rows' text is gathered
+        once per generation batch (`_log_trained_table`). The gathers of column and metric *names* still run, so every
+        rank makes the same collective calls in the same order."""
+        if self.accelerator.num_processes == 1:
+            yield
+            return
+        gather_all = grpo_trainer_module.gather_object
+
+        def gather_object_outside_table(obj):
+            return list(obj) if self._is_round_text(obj) else gather_all(obj)
+
+        grpo_trainer_module.gather_object = gather_object_outside_table
+        try:
+            yield
+        finally:
+            grpo_trainer_module.gather_object = gather_all
+
+    def _is_round_text(self, obj) -> bool:
+        """Whether `obj` is one of the round's per-row text lists, decided the same way on every rank: the very
+        prompt/completion lists the rewards saw, a pending `log_extra` column, or the all-None stand-in TRL sends for
+        a column this rank did not log. Column-name lists are strings, never any of these."""
+        if self._round_text is None or not isinstance(obj, list):
+            return False
+        prompts, completions = self._round_text
+        if obj is prompts or obj is completions:
+            return True
+        if any(obj is values for values in self._pending_extra_logs.values()):
+            return True
+        return len(obj) == len(prompts) and all(value is None for value in obj)
 
     def _dynamic_sampling(self, inputs: list[dict]) -> dict:
         args, processes = self.args, self.accelerator.num_processes
@@ -685,9 +723,10 @@ class DAPOTrainer(GRPOTrainer):
         owners = [[(g * group + i) // per_rank for i in range(group)] for g in kept]
         picked = choose_groups(owners, state.loads, state.capacity, state.target - state.chosen_groups)
         chosen = [kept[j] * group + i for j in picked for i in range(group)]
+        first = state.chosen_rows
         self._place_rows(state, output, chosen, widths)
         state.chosen_rewards.append(rewards_per_func[chosen])
-        state.table.extend(_table_rows(captured["logs"], chosen))
+        state.table.extend(_table_rows(captured["logs"], chosen, first, self.accelerator.process_index, per_rank))
         state.filler_source = {key: value[:1].clone() for key, value in _row_tensors(output).items()}
         return keep, local_rows
 
@@ -866,17 +905,21 @@ class DAPOTrainer(GRPOTrainer):
             self._metrics["train"][name].append(reduced.item())
 
     def _log_trained_table(self, state: _Batch, advantages: torch.Tensor) -> None:
-        """TRL's completions table gets the trained rows (with their advantages), not the last round's."""
+        """TRL's completions table gets the trained rows (with their advantages), not the last round's. Their text is
+        gathered here, once per generation batch, and only when the table is logged."""
+        rows = state.table
+        if self.accelerator.num_processes > 1 and self.log_completions:
+            rows = sorted(gather_object(rows), key=lambda row: row["order"])
         # Every column on every row (None where a round did not log it), so the table's columns stay aligned.
-        columns = list(dict.fromkeys(column for row in state.table for column in row["extra"]))
-        for i, row in enumerate(state.table):
+        columns = list(dict.fromkeys(column for row in rows for column in row["extra"]))
+        for row in rows:
             self._logs["prompt"].append(row["prompt"])
             self._logs["completion"].append(row["completion"])
             for name, value in row["rewards"].items():
                 self._logs["rewards"][name].append(value)
             for column in columns:
                 self._logs["extra"][column].append(row["extra"].get(column))
-            self._logs["advantages"].append(advantages[i].item())
+            self._logs["advantages"].append(advantages[row["order"]].item())
 
     def _log_batch(self, state: _Batch, cap_hit: bool) -> None:
         """Per-round TRL metrics merged with row weights, and both sides of the filter."""
@@ -1066,16 +1109,23 @@ def _empty_logs() -> dict:
     }
 
 
-def _table_rows(logs: dict, rows: list[int]) -> list[dict]:
-    """Completions-table entries of the given (global) rows of a captured round."""
+def _table_rows(logs: dict, chosen: list[int], first: int, rank: int, per_rank: int) -> list[dict]:
+    """Completions-table entries of this rank's rows among a captured round's `chosen` rows (global indices). Text and
+    `log_extra` values were kept local (this rank's rows), rewards are global; `order` is the row's place in the
+    trained batch, whose first row of this round is `first`."""
+    start = rank * per_rank
     return [
         {
-            "prompt": logs["prompt"][i],
-            "completion": logs["completion"][i],
-            "rewards": {name: values[i] for name, values in logs["rewards"].items()},
-            "extra": {name: values[i] for name, values in logs["extra"].items() if i < len(values)},
+            "order": first + j,
+            "prompt": logs["prompt"][row - start],
+            "completion": logs["completion"][row - start],
+            "rewards": {name: values[row] for name, values in logs["rewards"].items()},
+            "extra": {
+                name: values[row - start] for name, values in logs["extra"].items() if row - start < len(values)
+            },
         }
-        for i in rows
+        for j, row in enumerate(chosen)
+        if start <= row < start + per_rank
     ]
 
 

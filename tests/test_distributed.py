@@ -67,6 +67,21 @@ def test_dynamic_sampling_same_decisions_on_every_rank(tiny_model_dir, tmp_path,
         assert sum(a > 0 for a in advantages) == sum(a < 0 for a in advantages)  # whole groups, one of each sign
         # A rank holds its placed rows plus the round in flight: at most (1 + max_oversample) x its batch of 6 rows.
         assert all(6 <= b["peak_rows"] <= (1 + 2.0) * 6 for b in batches), [b["peak_rows"] for b in batches]
+        # The main process's completions table holds exactly the trained rows of every rank, with their advantages;
+        # a column one rank logged is that row's value or None, never another row's.
+        table = batches[0]["table"]
+        trained = sorted((row for b in batches for row in b["trained"]), key=lambda row: row[2])  # unmasked first
+        assert len(table) == len(trained)
+        unmatched = list(table)
+        for text, advantage, masked in trained:
+            match = next(
+                row
+                for row in unmatched
+                if row[1] == pytest.approx(advantage) and (row[0].startswith(text) if masked else row[0] == text)
+            )
+            unmatched.remove(match)
+        assert all(length in (None, len(text)) for text, _, length in table)
+        assert {length is None for _, _, length in table} == {True, False}
     # Each decision is the one a single process takes on the same gathered values.
     for decision in ranks[0]["decisions"]:
         values = torch.tensor(decision["values"], dtype=torch.float64)

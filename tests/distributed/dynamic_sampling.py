@@ -2,6 +2,7 @@
 span ranks (3 rows per rank, 2 generations per prompt). Each rank writes what it decided and what it trained on."""
 
 import json
+import os
 import sys
 import tempfile
 
@@ -12,8 +13,10 @@ from dapo_trl.sampling import GroupPool
 from tests.helpers import make_config, run_and_shut_down
 
 
-def reward(completions, kind, **kwargs):
+def reward(completions, kind, log_extra, **kwargs):
     # kind 0: always 1, kind 1: always 0, others: depends on the sampled text (same value on every rank).
+    if os.environ["RANK"] == "0":  # a table column that only one rank logs
+        log_extra("length", [len(c) for c in completions])
     return [1.0 if k == 0 else 0.0 if k == 1 else float(len(c) % 2) for c, k in zip(completions, kind)]
 
 
@@ -22,8 +25,20 @@ class RecordingTrainer(DAPOTrainer):
 
     def _dynamic_sampling(self, inputs):
         local = super()._dynamic_sampling(inputs)
+        rows = local["completion_ids"].size(0) * self.accelerator.num_processes
+        table = [list(self._logs[key])[-rows:] for key in ("completion", "advantages")]
         self.record.append(
             {
+                # Masked (truncated) rows may have lost padding-trimmed tail columns: their text is a prefix.
+                "trained": [
+                    [self.processing_class.decode(ids, skip_special_tokens=True), advantage, not any(mask)]
+                    for ids, advantage, mask in zip(
+                        local["completion_ids"].tolist(),
+                        local["advantages"].tolist(),
+                        local["completion_mask"].tolist(),
+                    )
+                ],
+                "table": [list(row) for row in zip(*table, list(self._logs["extra"]["length"])[-rows:])],
                 "rows": local["completion_ids"].size(0),
                 "advantages": local["advantages"].tolist(),
                 "num_items_in_batch": int(local["num_items_in_batch"]),
@@ -61,6 +76,7 @@ def main(model_dir: str, out_prefix: str) -> None:
         max_completion_length=6,
         max_steps=4,
         max_num_gen_batches=20,
+        log_completions=True,
     )
     trainer = RecordingTrainer(model=model_dir, reward_funcs=reward, args=args, train_dataset=dataset)
     trainer.record = []
