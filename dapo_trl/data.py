@@ -106,21 +106,25 @@ def early_answer(solution: str) -> str:
 def arithmetic_dataset(
     n: int,
     seed: int = 0,
-    num_terms: int = 3,
+    num_terms: int | tuple[int, int] = 3,
     max_value: int = 20,
     exclude: Iterable[str] = (),
 ) -> Dataset:
     """
     `n` distinct GSM8K-style arithmetic problems, deterministic given the arguments.
 
-    Columns: `prompt` (conversational, one user message holding the question), `question` (e.g. `"3+14+7="`) and
-    `answer` (worked solution ending in `#### <sum>`). Questions listed in `exclude` are never drawn, which is how
-    [`arithmetic_splits`] keeps its held-out split disjoint from the training prompts.
+    Columns: `prompt` (conversational, one user message holding the question), `question` (e.g. `"3+14+7="`), `answer`
+    (worked solution ending in `#### <sum>`) and `num_terms`. Questions listed in `exclude` are never drawn, which is
+    how [`arithmetic_splits`] keeps its held-out split disjoint from the training prompts.
+
+    With a range `num_terms=(low, high)` each problem draws its number of terms uniformly from it: the worked solution
+    has one line per addition, so its length grows with the difficulty (the chain task of `benchmarks/ablation.py`).
 
     Args:
         n (`int`): Number of problems.
         seed (`int`, *optional*, defaults to `0`): Seed of the problem generator.
-        num_terms (`int`, *optional*, defaults to `3`): Integers summed per problem.
+        num_terms (`int` or `tuple[int, int]`, *optional*, defaults to `3`): Integers summed per problem, or the
+            inclusive range they are drawn from.
         max_value (`int`, *optional*, defaults to `20`): Largest term.
         exclude (iterable of `str`, *optional*): Questions to leave out.
 
@@ -134,22 +138,27 @@ def arithmetic_dataset(
 
     ```
     """
+    low, high = (num_terms, num_terms) if isinstance(num_terms, int) else num_terms
+    if not 2 <= low <= high:
+        raise ValueError(f"num_terms must be >= 2 (or a range (low, high) with 2 <= low <= high), got {num_terms}")
     excluded = set(exclude)
-    available = (max_value + 1) ** num_terms - len(excluded)
+    available = sum((max_value + 1) ** size for size in range(low, high + 1)) - len(excluded)
     if n > available:
         raise ValueError(f"Only {available} distinct problems with num_terms={num_terms}, max_value={max_value}.")
     rng = random.Random(seed)
     seen: set[str] = set()
-    questions, answers = [], []
+    questions, answers, sizes = [], [], []
     while len(questions) < n:
-        question, solution = arithmetic_problem(rng, num_terms, max_value)
+        size = low if low == high else rng.randint(low, high)  # a fixed size draws nothing: same problems as before
+        question, solution = arithmetic_problem(rng, size, max_value)
         if question in seen or question in excluded:
             continue
         seen.add(question)
         questions.append(question)
         answers.append(solution)
+        sizes.append(size)
     prompts = [[{"role": "user", "content": q}] for q in questions]
-    return Dataset.from_dict({"prompt": prompts, "question": questions, "answer": answers})
+    return Dataset.from_dict({"prompt": prompts, "question": questions, "answer": answers, "num_terms": sizes})
 
 
 def arithmetic_splits(n_train: int, n_test: int, seed: int = 0, **kwargs) -> DatasetDict:
