@@ -674,11 +674,8 @@ def render(payload: dict) -> str:
     target = results[0].target if results else 0
     issues = [(r, i) for r in results for i in r.issues]
     spg = cli.steps_per_generation
-    lines = reporting.header_lines(
-        "Dynamic sampling cost: round policies, GRESO skipping, kept-only old log-probs",
-        payload["meta"],
-        payload["command"],
-        payload["wall_seconds"],
+    lines = reporting.results_header(
+        "Dynamic sampling cost: round policies, GRESO skipping, kept-only old log-probs", payload
     )
     lines += [
         "## Setup",

@@ -380,12 +380,7 @@ def render(payload: dict) -> str:
         goal_row("process CPU time per step, ms (cycle median)", "cpu_step", STEP_GOAL, fmt_ms),
         goal_row("peak RSS, MiB (ru_maxrss)", "peak_rss", RSS_GOAL, mib, True),
     ]
-    lines = reporting.header_lines(
-        'DAPOTrainer overhead vs TRL GRPOTrainer(loss_type="dapo")',
-        payload["meta"],
-        payload["command"],
-        payload["wall_seconds"],
-    )
+    lines = reporting.results_header('DAPOTrainer overhead vs TRL GRPOTrainer(loss_type="dapo")', payload)
     lines += [
         "## Result",
         "",

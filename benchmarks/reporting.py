@@ -4,7 +4,8 @@ Every benchmark script keeps only its experiment and its own tables; this module
 
 - `machine_meta()`: where and when a run happened (CPU, platform, Python, torch threads, load average, UTC time,
   package versions, git commit), stored in the results JSON under `"meta"`;
-- `header_lines(title, meta, command, wall_seconds)`: the Markdown header of a report, from that metadata;
+- `header_lines(title, meta, command, wall_seconds)`: the Markdown header of a report, from that metadata
+  (`results_header(title, payload)` takes them from a results payload: `meta`, `command`, `wall_seconds`);
 - `write_results` / `read_results`: the raw results as JSON; `write_report` writes the JSON and renders the Markdown
   *from the JSON read back*, so `render_from_json` (a script's `--render JSON`) reproduces the report exactly;
 - `md_table` and the formatters `num`, `pct`, `ratio`, `kfmt`, `fmt_ms`, `spread`, `med_range`, `fmt_ci`;
@@ -197,6 +198,15 @@ def header_lines(title: str, meta: dict[str, Any], command: str, wall_seconds: f
         f"- Versions: {versions}{commit}.",
         "",
     ]
+
+
+def results_header(title: str, payload: dict[str, Any]) -> list[str]:
+    """`header_lines` from a results payload laid out as the scripts write it: `meta`, `command`, `wall_seconds`.
+
+    >>> results_header("Demo", {"meta": {"date": "today"}, "command": "python x.py", "wall_seconds": 5})[2]
+    'Generated on today (total wall time 5 s) by:'
+    """
+    return header_lines(title, payload["meta"], payload["command"], payload.get("wall_seconds"))
 
 
 # ---------------------------------------------------------------------------------------------------------- results

@@ -226,12 +226,7 @@ def reading(results: list[dict]) -> str:
 def render(payload: dict) -> str:
     """The report, from the results JSON that `main` wrote (`reporting.write_report`)."""
     results = payload["results"]
-    lines = reporting.header_lines(
-        "Dynamic sampling at scale: traffic and memory per rank",
-        payload["meta"],
-        payload["command"],
-        payload["wall_seconds"],
-    )
+    lines = reporting.results_header("Dynamic sampling at scale: traffic and memory per rank", payload)
     lines += [
         f"Tiny Qwen2 model, torchrun + gloo on CPU, {payload['steps']} optimizer steps: "
         + ", ".join(f"{k}={v}" for k, v in SETTING.items())
