@@ -29,26 +29,26 @@ Usage:
     python benchmarks/dynamic_sampling.py                 # full run, writes benchmarks/DYNAMIC_SAMPLING.md
     python benchmarks/dynamic_sampling.py --quick         # CI smoke: 4 steps, writes to a temporary file
     python benchmarks/dynamic_sampling.py --steps 40 --out /tmp/ds.md
+    python benchmarks/dynamic_sampling.py --render /tmp/ds.json   # only re-render a report from its results
+
+The raw results go to the JSON next to the report (benchmarks/DYNAMIC_SAMPLING.json); see benchmarks/reporting.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import logging
 import math
 import os
-import platform
 import random
-import shlex
 import statistics
 import sys
 import tempfile
 import time
 import warnings
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,7 +56,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-import trl  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 
@@ -64,6 +63,11 @@ from dapo_trl import DAPOConfig, DAPOTrainer  # noqa: E402
 from dapo_trl import sampling as ds_sampling  # noqa: E402
 from dapo_trl.sampling import RoundPlanner  # noqa: E402
 from dapo_trl.testing import save_tiny_model  # noqa: E402
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reporting  # noqa: E402
+from reporting import safe_div  # noqa: E402
 
 
 INFORMATIVE, CONST_ONE, CONST_ZERO = 2, 1, 0
@@ -438,10 +442,6 @@ def skip_stats(drawn: list[int], generated: list[int], labels: list[int], seen: 
 # ---------------------------------------------------------------------------------------------------- summary
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
-
-
 def summarize(r: RunResult, g: int) -> dict:
     gens = r.gens
     rounds = [s["rounds"] for s in gens]
@@ -467,25 +467,25 @@ def summarize(r: RunResult, g: int) -> dict:
         "rounds_max": max(rounds) if rounds else math.nan,
         "rounds_mean_2nd": statistics.fmean(s["rounds"] for s in half) if half else math.nan,
         "groups_per_gen": generated / n,
-        "groups_per_round": _ratio(generated, sum(rounds)),
-        "gen_per_trained": _ratio(generated, kept),
-        "gen_per_trained_2nd": _ratio(sum(s["groups_generated"] for s in half), sum(s["groups_kept"] for s in half)),
-        "drawn_per_trained": _ratio(consumed, kept),
+        "groups_per_round": safe_div(generated, sum(rounds)),
+        "gen_per_trained": safe_div(generated, kept),
+        "gen_per_trained_2nd": safe_div(sum(s["groups_generated"] for s in half), sum(s["groups_kept"] for s in half)),
+        "drawn_per_trained": safe_div(consumed, kept),
         "ideal": 1 / r.keep_rate,
         "surplus_per_gen": surplus / n,
-        "observed_keep": _ratio(all_kept, generated),
+        "observed_keep": safe_div(all_kept, generated),
         "filler": sum(s["groups_filler"] for s in gens),
         "skipped_per_gen": skipped / n,
-        "skipped_share": _ratio(skipped, consumed),
+        "skipped_share": safe_div(skipped, consumed),
         "consumed_total": consumed_total,
         "epochs": consumed_total / r.dataset_size,
         "known_const_drawn": known,
-        "explore_observed": _ratio(sum(s["known_const_generated"] for s in gens), known),
+        "explore_observed": safe_div(sum(s["known_const_generated"] for s in gens), known),
         "old_rows": r.old_rows_total,
         "nograd_rows": r.nograd_rows_total,
         "trained_rows": trained * g,
         "trl_rows": generated * g,
-        "old_ratio": _ratio(r.old_rows_total, generated * g),
+        "old_ratio": safe_div(r.old_rows_total, generated * g),
         # Generation batches where TRL's frac_reward_zero_std (mean over rounds) differs from the dropped share.
         "trl_zero_std_off": sum(
             not math.isclose(s["trl_frac_reward_zero_std"], 1 - s["keep_rate"], abs_tol=1e-3)
@@ -501,51 +501,44 @@ def summarize(r: RunResult, g: int) -> dict:
 
 
 def table_latency(rows: list[dict]) -> str:
-    head = (
-        "| keep rate p | policy | gen. batches | rounds/gen. batch | 1 round | <= 2 rounds | max rounds | groups/round "
-        "| groups generated/gen. batch | generated per trained (1/p) | surplus groups/gen. batch | observed keep rate "
-        "| wall s | ms/opt. step |"
-    )
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for x in rows:
-        lines.append(
-            f"| {x['keep_rate']:.0%} | {x['policy']} | {x['gens']} | {x['rounds_mean']:.2f} | {x['rounds_1']:.0%} "
-            f"| {x['rounds_le2']:.0%} | {x['rounds_max']:.0f} | {x['groups_per_round']:.1f} "
-            f"| {x['groups_per_gen']:.1f} | {x['gen_per_trained']:.2f} ({x['ideal']:.2f}) "
-            f"| {x['surplus_per_gen']:.2f} | {x['observed_keep']:.2f} | {x['wall']:.1f} | {x['ms_per_step']:.0f} |"
-        )
-    return "\n".join(lines)
+    headers = ["keep rate p", "policy", "gen. batches", "rounds/gen. batch", "1 round", "<= 2 rounds", "max rounds"]
+    headers += ["groups/round", "groups generated/gen. batch", "generated per trained (1/p)"]
+    headers += ["surplus groups/gen. batch", "observed keep rate", "wall s", "ms/opt. step"]
+    cells = [
+        [f"{x['keep_rate']:.0%}", x["policy"], x["gens"], f"{x['rounds_mean']:.2f}", f"{x['rounds_1']:.0%}"]
+        + [f"{x['rounds_le2']:.0%}", f"{x['rounds_max']:.0f}", f"{x['groups_per_round']:.1f}"]
+        + [f"{x['groups_per_gen']:.1f}", f"{x['gen_per_trained']:.2f} ({x['ideal']:.2f})"]
+        + [f"{x['surplus_per_gen']:.2f}", f"{x['observed_keep']:.2f}", f"{x['wall']:.1f}", f"{x['ms_per_step']:.0f}"]
+        for x in rows
+    ]
+    return reporting.md_table(headers, cells)
 
 
 def table_skip(rows: list[dict]) -> str:
-    head = (
-        "| keep rate p | policy | prompts drawn (dataset passes) | skipped/gen. batch | skipped share of drawn "
-        "| drawn per trained | generated per trained: all / 2nd half | rounds/gen. batch, 2nd half "
-        "| re-generated share of known-constant draws |"
-    )
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    headers = ["keep rate p", "policy", "prompts drawn (dataset passes)", "skipped/gen. batch"]
+    headers += ["skipped share of drawn", "drawn per trained", "generated per trained: all / 2nd half"]
+    headers += ["rounds/gen. batch, 2nd half", "re-generated share of known-constant draws"]
+    cells = []
     for x in rows:
         explore = f"{x['explore_observed']:.2f} of {x['known_const_drawn']}" if x["known_const_drawn"] else "-"
-        lines.append(
-            f"| {x['keep_rate']:.0%} | {x['policy']} | {x['consumed_total']:.0f} ({x['epochs']:.1f}) "
-            f"| {x['skipped_per_gen']:.2f} | {x['skipped_share']:.0%} | {x['drawn_per_trained']:.2f} "
-            f"| {x['gen_per_trained']:.2f} / {x['gen_per_trained_2nd']:.2f} | {x['rounds_mean_2nd']:.2f} | {explore} |"
+        cells.append(
+            [f"{x['keep_rate']:.0%}", x["policy"], f"{x['consumed_total']:.0f} ({x['epochs']:.1f})"]
+            + [f"{x['skipped_per_gen']:.2f}", f"{x['skipped_share']:.0%}", f"{x['drawn_per_trained']:.2f}"]
+            + [f"{x['gen_per_trained']:.2f} / {x['gen_per_trained_2nd']:.2f}", f"{x['rounds_mean_2nd']:.2f}", explore]
         )
-    return "\n".join(lines)
+    return reporting.md_table(headers, cells)
 
 
 def table_old_logps(rows: list[dict]) -> str:
-    head = (
-        "| keep rate p | policy | rows trained | old-log-prob rows scored (DAPOTrainer) | no-grad forward rows "
-        "(counted in TRL's method) | TRL-style rows (every generated row) | ratio scored / TRL-style | saved |"
-    )
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for x in rows:
-        lines.append(
-            f"| {x['keep_rate']:.0%} | {x['policy']} | {x['trained_rows']:.0f} | {x['old_rows']} | {x['nograd_rows']} "
-            f"| {x['trl_rows']:.0f} | {x['old_ratio']:.2f} | {1 - x['old_ratio']:.0%} |"
-        )
-    return "\n".join(lines)
+    headers = ["keep rate p", "policy", "rows trained", "old-log-prob rows scored (DAPOTrainer)"]
+    headers += ["no-grad forward rows (counted in TRL's method)", "TRL-style rows (every generated row)"]
+    headers += ["ratio scored / TRL-style", "saved"]
+    cells = [
+        [f"{x['keep_rate']:.0%}", x["policy"], f"{x['trained_rows']:.0f}", x["old_rows"], x["nograd_rows"]]
+        + [f"{x['trl_rows']:.0f}", f"{x['old_ratio']:.2f}", f"{1 - x['old_ratio']:.0%}"]
+        for x in rows
+    ]
+    return reporting.md_table(headers, cells)
 
 
 def _cmp(a: float, b: float) -> str:
@@ -672,29 +665,22 @@ def reading(rows: list[dict], target: int, explore: float) -> list[str]:
     return out
 
 
-def write_markdown(path: str, results: list[RunResult], cli: argparse.Namespace, meta: dict) -> str:
+def render(payload: dict) -> str:
+    """The report, from the results JSON that `main` wrote (`reporting.write_report`)."""
+    results = [RunResult(**r) for r in payload["results"]]
+    cli = argparse.Namespace(**payload["cli"])
     g = cli.num_generations
     rows = [summarize(r, g) for r in results]
     target = results[0].target if results else 0
     issues = [(r, i) for r in results for i in r.issues]
     spg = cli.steps_per_generation
-    lines = [
-        "# Dynamic sampling cost: round policies, GRESO skipping, kept-only old log-probs",
-        "",
-        f"Generated by `benchmarks/dynamic_sampling.py` on {meta['date']}.",
-        "",
-        "Command:",
-        "",
-        "```",
-        meta["command"],
-        "```",
-        "",
+    lines = reporting.results_header(
+        "Dynamic sampling cost: round policies, GRESO skipping, kept-only old log-probs", payload
+    )
+    lines += [
         "## Setup",
         "",
-        f"- Machine: {meta['cpus']} CPUs ({meta['cpu']}), {meta['platform']}, Python {meta['python']}; "
-        f"load average before/after: {meta['load_before']} / {meta['load_after']}.",
-        f"- Versions: torch {torch.__version__}, trl {trl.__version__}, transformers {transformers.__version__}.",
-        f"- Model: `dapo_trl.testing.save_tiny_model` (tiny Qwen2, {meta['params']:,} parameters, char tokenizer), "
+        f"- Model: `dapo_trl.testing.save_tiny_model` (tiny Qwen2, {payload['params']:,} parameters, char tokenizer), "
         f"CPU, fp32, {cli.threads} torch thread(s).",
         f"- `DAPOTrainer`: {cli.steps} optimizer steps per configuration, per_device_train_batch_size={cli.batch_size}, "
         f"steps_per_generation={spg}, gradient_accumulation_steps={cli.grad_accum} (one generation batch of "
@@ -752,7 +738,7 @@ def write_markdown(path: str, results: list[RunResult], cli: argparse.Namespace,
         "",
         *[f"- {s}" for s in reading(rows, target, cli.skip_explore)],
         "",
-        *[f"- {s}" for s in meta.get("notes", [])],
+        *[f"- {s}" for s in notes(cli, payload["wall_seconds"], payload["meta"].get("cpus"))],
         "",
         "## Metric consistency checks",
         "",
@@ -821,11 +807,7 @@ def write_markdown(path: str, results: list[RunResult], cli: argparse.Namespace,
         "</details>",
         "",
     ]
-    text = "\n".join(lines)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as fh:
-        fh.write(text)
-    return text
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -835,7 +817,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per configuration (default 160)")
     parser.add_argument("--quick", action="store_true", help="CI smoke: 4 steps, output to a temporary file")
-    parser.add_argument("--out", default=None, help=f"Markdown output (default {DEFAULT_OUT})")
+    parser.add_argument("--out", default=None, help=f"Markdown output (default {DEFAULT_OUT}), raw results next to it")
+    parser.add_argument("--render", help="only re-render the report from a results JSON this script wrote (to --out)")
     parser.add_argument("--keep-rates", type=float, nargs="+", default=list(KEEP_RATES))
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     parser.add_argument("--batch-size", type=int, default=16, help="per_device_train_batch_size")
@@ -853,39 +836,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli = parser.parse_args(argv)
     if cli.steps is None:
         cli.steps = 4 if cli.quick else 160
-    if cli.out is None:
+    if cli.out is None and not cli.render:
         cli.out = os.path.join(tempfile.gettempdir(), "DYNAMIC_SAMPLING.quick.md") if cli.quick else DEFAULT_OUT
     return cli
 
 
 def main(argv=None) -> int:
     cli = parse_args(argv)
+    if cli.render:
+        print(f"wrote {reporting.render_from_json(cli.render, render, cli.out)}")
+        return 0
     torch.set_num_threads(cli.threads)
     warnings.filterwarnings("ignore")
     transformers.logging.set_verbosity_error()
     logging.getLogger("trl").setLevel(logging.ERROR)
-    meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", __file__, *argv]),
-        "cpus": os.cpu_count(),
-        "cpu": platform.processor() or platform.machine(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
-    try:
-        with open("/proc/cpuinfo") as fh:
-            meta["cpu"] = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    meta = reporting.machine_meta()
 
     results: list[RunResult] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         model_dir = save_tiny_model(os.path.join(work, "tiny"))
-        meta["params"] = sum(
-            p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(model_dir).parameters()
-        )
+        params = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(model_dir).parameters())
         # Warm-up (not recorded): the first trainer of the process pays one-off costs.
         warm = argparse.Namespace(**{**vars(cli), "steps": cli.steps_per_generation})
         run_one(model_dir, build_dataset(cli.dataset_size, 0.5, cli.seed), 0.5, "fixed", warm, work)
@@ -903,21 +874,28 @@ def main(argv=None) -> int:
                     flush=True,
                 )
     total = time.perf_counter() - t0
-    meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    meta["notes"] = notes(cli, total)
-    text = write_markdown(cli.out, results, cli, meta)
+    meta["loadavg_end"] = reporting.load_average()
+    payload = {
+        "meta": meta,
+        "command": reporting.command_line(__file__, argv),
+        "wall_seconds": total,
+        "cli": vars(cli),
+        "params": params,
+        "results": [asdict(r) for r in results],
+    }
+    text = reporting.write_report(cli.out, payload, render)
     print(text)
-    print(f"wrote {cli.out} ({total:.0f} s)")
+    print(f"wrote {cli.out} and its .json ({total:.0f} s)")
     return 1 if any(r.issues for r in results) else 0
 
 
-def notes(cli: argparse.Namespace, total: float) -> list[str]:
+def notes(cli: argparse.Namespace, total: float, cpus: int | None) -> list[str]:
     target = cli.batch_size * cli.steps_per_generation // cli.num_generations
     return [
         f"Caveats: one seed, {cli.steps} optimizer steps ({-(-cli.steps // cli.steps_per_generation)} generation "
         f"batches) and only {target} groups per generation batch, so per-batch counts are coarse and differences of "
         "a few percent are within noise. Wall times come from a tiny model on "
-        f"{os.cpu_count()} CPU cores where a round costs mostly fixed overhead (generation call, reward, "
+        f"{cpus} CPU cores where a round costs mostly fixed overhead (generation call, reward, "
         "bookkeeping) whatever its size; with a real model the cost of generation grows with the rows generated, so "
         "*rounds per generation batch* (sequential generation calls), *groups generated per trained group* "
         "(generation volume) and the old-log-prob row ratio are the numbers that transfer, not the seconds. The "

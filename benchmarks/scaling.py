@@ -14,6 +14,9 @@ Usage:
 
     python benchmarks/scaling.py --previous /path/to/v0.1/checkout   # ~10 minutes, writes benchmarks/SCALING.md
     python benchmarks/scaling.py --quick                              # smoke run (1 and 2 processes), temp dir
+    python benchmarks/scaling.py --render benchmarks/SCALING.json     # only re-render the report from its results
+
+The raw results go to the JSON next to the report (benchmarks/SCALING.json); see benchmarks/reporting.py.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,7 +31,12 @@ import time
 from pathlib import Path
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reporting  # noqa: E402
+
+
 ROOT = Path(__file__).resolve().parents[1]
+WORKER_THREADS = 1  # OMP_NUM_THREADS of every torchrun process
 SETTING = dict(
     per_device_train_batch_size=4,
     num_generations=4,
@@ -151,7 +158,7 @@ def run(trainer: str, processes: int, model_dir: str, steps: int, code: Path, wo
     env = {
         **os.environ,
         "PYTHONPATH": f"{code}{os.pathsep}{ROOT}",
-        "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": str(WORKER_THREADS),
         "ACCELERATE_USE_CPU": "true",
     }
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
@@ -202,8 +209,9 @@ def reading(results: list[dict]) -> str:
     if d4 is None:
         return "Quick run: 1 and 2 processes only."
     text = (
-        f"DAPOTrainer receives {d4:.2f}x the bytes it trains on at 4 processes ({d2:.2f}x at 2: "
-        f"{(d4 / d2 - 1) * 100:+.0f}%); TRL's GRPOTrainer {g4:.2f}x ({g2:.2f}x at 2: {(g4 / g2 - 1) * 100:+.0f}%). "
+        f"DAPOTrainer receives {reporting.ratio(d4)} the bytes it trains on at 4 processes ({reporting.ratio(d2)} at "
+        f"2: {reporting.pct(d4 / d2 - 1, signed=True)}); TRL's GRPOTrainer {reporting.ratio(g4)} "
+        f"({reporting.ratio(g2)} at 2: {reporting.pct(g4 / g2 - 1, signed=True)}). "
         "What grows with the process count is all-gathers: TRL's own per-round gathers (rewards, the completions-table "
         "text, metrics) and the decision's per-row scalars, which every rank receives from every other rank, once per "
         "round; the rows that move do not grow with it. Of those, the decision's scalars are a few bytes per row; TRL's "
@@ -211,16 +219,16 @@ def reading(results: list[dict]) -> str:
     )
     previous = ratio.get(("DAPOTrainer, previous design", 4))
     if previous is not None:
-        text += f" The previous design received {previous:.2f}x at 4 processes."
+        text += f" The previous design received {reporting.ratio(previous)} at 4 processes."
     return text
 
 
-def render(results: list[dict], meta: dict) -> str:
-    lines = [
-        "# Dynamic sampling at scale: traffic and memory per rank",
-        "",
-        f"Measured by `python benchmarks/scaling.py{meta['flags']}` on {meta['machine']} ({meta['date']}; "
-        f"{meta['seconds']:.0f} s). Tiny Qwen2 model, torchrun + gloo on CPU, {meta['steps']} optimizer steps: "
+def render(payload: dict) -> str:
+    """The report, from the results JSON that `main` wrote (`reporting.write_report`)."""
+    results = payload["results"]
+    lines = reporting.results_header("Dynamic sampling at scale: traffic and memory per rank", payload)
+    lines += [
+        f"Tiny Qwen2 model, torchrun + gloo on CPU, {payload['steps']} optimizer steps: "
         + ", ".join(f"{k}={v}" for k, v in SETTING.items())
         + "; half the prompts never informative (DAPO: max_num_gen_batches=10).",
         "",
@@ -230,15 +238,14 @@ def render(results: list[dict], meta: dict) -> str:
         "pool of gathered rounds). Step time is wall time per optimizer step (2 cores shared by all processes: compare "
         "within a row, not across process counts).",
         "",
-        "| trainer | processes | received / trained | KiB received / step | peak held / final batch | rounds | s / step |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in results:
-        peak = f"{r['peak_over_final']:.2f}" if r["peak_over_final"] is not None else "n/a"
-        lines.append(
-            f"| {r['name']} | {r['processes']} | {r['ratio']:.2f} | {r['received'] / r['steps'] / 2**10:.1f} | {peak} "
-            f"| {r['rounds']:.2f} | {r['seconds_per_step']:.2f} |"
-        )
+    headers = ["trainer", "processes", "received / trained", "KiB received / step", "peak held / final batch"]
+    rows = [
+        [r["name"], r["processes"], f"{r['ratio']:.2f}", f"{r['received'] / r['steps'] / 2**10:.1f}"]
+        + [reporting.num(r["peak_over_final"], ".2f"), f"{r['rounds']:.2f}", f"{r['seconds_per_step']:.2f}"]
+        for r in results
+    ]
+    lines.append(reporting.md_table([*headers, "rounds", "s / step"], rows, align="lrrrrrr"))
     lines += ["", "## Reading", "", reading(results), ""]
     lines += ["## At DAPO's scale (estimate, not measured)", "", paper_estimate(), ""]
     return "\n".join(lines)
@@ -254,8 +261,7 @@ def main(argv=None) -> int:
     parser.add_argument("--render", type=Path, help="only re-render the report from a results JSON this script wrote")
     args = parser.parse_args(argv)
     if args.render:
-        data = json.loads(args.render.read_text())
-        (args.out or args.render.with_suffix(".md")).write_text(render(data["results"], data["meta"]))
+        print(f"wrote {reporting.render_from_json(args.render, render, args.out)}")
         return 0
     if args.worker:
         trainer, model_dir, out, steps = args.worker
@@ -263,7 +269,8 @@ def main(argv=None) -> int:
         os._exit(0)  # skip native teardown (see tests/helpers.run_and_shut_down)
     from dapo_trl.testing import save_tiny_model
 
-    start, workdir = time.time(), tempfile.mkdtemp()
+    meta, start, workdir = reporting.machine_meta(), time.perf_counter(), tempfile.mkdtemp()
+    meta["torch_threads"] = WORKER_THREADS
     model_dir = save_tiny_model(os.path.join(workdir, "model"))
     steps = 2 if args.quick else args.steps
     codes = [("DAPOTrainer", "dapo", ROOT), ("GRPOTrainer (TRL)", "grpo", ROOT)]
@@ -275,17 +282,16 @@ def main(argv=None) -> int:
             summary = run(trainer, processes, model_dir, steps, code, workdir)
             results.append({**summary, "name": name, "processes": processes})
             print(f"{name} x{processes}: received/trained {summary['ratio']:.2f}", flush=True)
-    meta = {
-        "flags": " --quick" if args.quick else (" --previous ..." if args.previous else ""),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "date": time.strftime("%Y-%m-%d"),
-        "seconds": time.time() - start,
+    payload = {
+        "meta": {**meta, "loadavg_end": reporting.load_average()},
+        "command": reporting.command_line(__file__, argv, hide=["--previous"]),  # not the local path of --previous
+        "wall_seconds": time.perf_counter() - start,
         "steps": steps,
+        "results": results,
     }
     output = args.out or (Path(workdir) / "SCALING.md" if args.quick else ROOT / "benchmarks" / "SCALING.md")
-    output.write_text(render(results, meta))
-    (output.with_suffix(".json")).write_text(json.dumps({"results": results, "meta": meta}, indent=1))
-    print(f"wrote {output}")
+    reporting.write_report(output, payload, render)
+    print(f"wrote {output} and {output.with_suffix('.json')}")
     return 0
 
 
