@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("script", ["overhead.py", "dynamic_sampling.py", "compare_grpo.py", "scaling.py"])
+@pytest.mark.parametrize("script", ["overhead.py", "dynamic_sampling.py", "ablation.py", "scaling.py"])
 def test_benchmark_quick_mode(script, tmp_path):
     out = tmp_path / "report.md"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

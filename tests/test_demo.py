@@ -101,6 +101,20 @@ def test_arithmetic_splits_disjoint():
         arithmetic_dataset(10, num_terms=2, max_value=2)  # only 9 distinct problems
 
 
+def test_arithmetic_dataset_term_range_makes_length_grow_with_difficulty():
+    dataset = arithmetic_dataset(300, seed=2, num_terms=(2, 6), max_value=9)
+    assert set(dataset["num_terms"]) == {2, 3, 4, 5, 6}
+    lines = {}
+    for row in dataset:
+        assert len(row["question"].rstrip("=").split("+")) == row["num_terms"]
+        assert row["answer"].splitlines()[-1] == f"#### {eval(row['question'].rstrip('='))}"
+        lines.setdefault(row["num_terms"], set()).add(len(row["answer"].splitlines()))
+    assert lines == {k: {k} for k in range(2, 7)}  # one line per addition, plus the answer line
+    assert arithmetic_dataset(5, seed=1)["num_terms"] == [3] * 5  # a fixed size: the same problems as before
+    with pytest.raises(ValueError, match="num_terms"):
+        arithmetic_dataset(5, num_terms=(4, 3))
+
+
 def test_early_answer_stops_after_first_line():
     assert early_answer("12+13=25\n25+1=26\n#### 26") == "12+13=25\n#### 25"
     assert early_answer("3+4=7\n#### 7") == "3+4=7\n#### 7"  # two terms: the early answer is the answer
