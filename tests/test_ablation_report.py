@@ -34,12 +34,12 @@ def make_run(name="grpo", seed=0, shift=0.0):
 
 
 def test_summarize_run_by_hand():
-    s = ablation_report.summarize_run(make_run(), budget=2000, targets=[0.1, 0.15, 0.2])
+    s = ablation_report.summarize_run(make_run(), budget=2000, targets=[0.05, 0.1, 0.2])  # gains over 0.05
     assert (s["mean8_final"], s["greedy_final"]) == (0.18, 0.20)
     # Within 2000 generated tokens: the evaluation at step 4 (1600 tokens), not step 8 (3000).
     assert (s["budget_step"], s["mean8_budget"], s["greedy_budget"]) == (4, 0.12, 0.10)
-    assert (s["steps_to_0.1"], s["tokens_to_0.1"]) == (4, 1600)
-    assert (s["steps_to_0.15"], s["tokens_to_0.15"]) == (8, 3000)
+    assert (s["steps_to_0.05"], s["tokens_to_0.05"]) == (4, 1600)  # 0.12 >= 0.05 + 0.05
+    assert (s["steps_to_0.1"], s["tokens_to_0.1"]) == (8, 3000)  # 0.18 >= 0.05 + 0.1
     assert s["steps_to_0.2"] is None and s["tokens_to_0.2"] is None
     # Start: the first rollout (64 completions, 1600 tokens); end: the last quarter's rollout (steps 5-8).
     assert s["length_start"] == 25.0 and s["length_end"] == pytest.approx(1400 / 64)
