@@ -178,6 +178,7 @@ class DAPOTrainer(GRPOTrainer):
         )
         self._defer_logps = False
         self._round_text: tuple[list, list] | None = None  # inside a round: (prompts, completions) of the rewards
+        self._round_names: bool | None = None  # inside a round: whether any process has log_extra/log_metric names
         self._held_peak = {"bytes": 0, "rows": 0}  # what this rank held at most during the last generation batch
         self._last_rewards_per_func: torch.Tensor | None = None
         self._window_counts: list[torch.Tensor] = []
@@ -460,16 +461,20 @@ class DAPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         self._reward_errors = []
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        # Every process reaches this point (failed rewards were replaced by None), so all can stop together.
-        failed = torch.tensor([float(bool(self._reward_errors))], device=rewards_per_func.device)
+        # Every process reaches this point (failed rewards were replaced by None), so all can stop together. The same
+        # gather tells a round whether any process has log_extra columns or log_metric values for TRL to flush.
+        pending = [bool(self._reward_errors), bool(self._pending_extra_logs), bool(self._pending_metrics)]
+        flags = torch.tensor(pending, dtype=torch.uint8, device=rewards_per_func.device)
         if self.accelerator.num_processes > 1:
-            failed = gather(failed)
-        if failed.any():
+            flags = gather(flags)
+        flags = flags.view(-1, len(pending)).bool()
+        if flags[:, 0].any():
             errors = gather_object(self._reward_errors) if self.accelerator.num_processes > 1 else self._reward_errors
             raise RewardFunctionError("\n".join(errors))
         self._last_rewards_per_func = rewards_per_func  # gathered over processes: the filter's input
         if self._defer_logps:  # inside a round: these lists are what TRL then gathers for its completions table
             self._round_text = (prompts, completions)
+            self._round_names = bool(flags[:, 1:].any())
         return rewards_per_func
 
     def _guard_reward(self, func, name: str):
@@ -621,13 +626,13 @@ class DAPOTrainer(GRPOTrainer):
         logged can be what was trained."""
         metrics, logs = self._metrics["train"], self._logs
         self._metrics["train"], self._logs = defaultdict(list), _empty_logs()
-        self._defer_logps, self._round_text = True, None
+        self._defer_logps, self._round_text, self._round_names = True, None, None
         captured = {}
         try:
             with self._local_table_gathers():
                 yield captured
         finally:
-            self._defer_logps, self._round_text = False, None
+            self._defer_logps, self._round_text, self._round_names = False, None, None
             captured["metrics"], captured["logs"] = self._metrics["train"], self._logs
             self._metrics["train"], self._logs = metrics, logs
 
@@ -635,15 +640,21 @@ class DAPOTrainer(GRPOTrainer):
     def _local_table_gathers(self):
         """During a round, TRL's gathers of the completions table's text (prompts, completions, `log_extra` values)
         stay local: most rows are dropped or stay where they were generated, and the trained rows' text is gathered
-        once per generation batch (`_log_trained_table`). The gathers of column and metric *names* still run, so every
-        rank makes the same collective calls in the same order."""
+        once per generation batch (`_log_trained_table`). The gathers of column and metric *names* run when some
+        process has names (every rank then makes the same collective calls in the same order); when none has any,
+        which every rank knows from the reward gather (`_round_names`), each name list is empty everywhere and stays
+        local too."""
         if self.accelerator.num_processes == 1:
             yield
             return
         gather_all = grpo_trainer_module.gather_object
 
         def gather_object_outside_table(obj):
-            return list(obj) if self._is_round_text(obj) else gather_all(obj)
+            if self._is_round_text(obj):
+                return list(obj)
+            if self._round_names is False and isinstance(obj, list) and not obj:
+                return []
+            return gather_all(obj)
 
         grpo_trainer_module.gather_object = gather_object_outside_table
         try:
