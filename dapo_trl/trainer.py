@@ -709,12 +709,12 @@ class DAPOTrainer(GRPOTrainer):
         local_rows = self._local_rows(groups) if local_rows is None else local_rows
         with self._generation_round() as captured:
             output = super()._generate_and_score_completions(local_rows)
-        tokens, widths = self._round_info(output)
+        reaches_loss, widths = self._round_info(output)
         rewards_per_func = self._last_rewards_per_func.cpu()
         values, rewards = self._filter_values(rewards_per_func)
         weights = self.reward_weights.cpu().float()
         aggregation = self.args.multi_objective_aggregation
-        carries = core.group_carries_gradient(rewards_per_func, weights, tokens > 0, group, aggregation)
+        carries = core.group_carries_gradient(rewards_per_func, weights, reaches_loss, group, aggregation)
         keep = state.pool.add(values, carries)
         self._planner.observe(len(keep), int(keep.sum()))
         if self._skip_history is not None:
@@ -742,18 +742,25 @@ class DAPOTrainer(GRPOTrainer):
         return keep, local_rows
 
     def _round_info(self, output: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decision's only collective beyond TRL's reward gather: loss tokens per row, each rank's (prompt,
-        completion) widths, and whether a rank met something unsupported (so every rank raises, none waits)."""
+        """The decision's only collective beyond TRL's reward gather, one byte per row: whether the row reaches the
+        loss. Per rank it adds its `(prompt, completion)` widths and whether it met something unsupported (so every
+        rank raises, none waits)."""
         unsupported = [key for key in _MODEL_INPUT_KEYS if key in output]
-        shape = [output["prompt_ids"].size(1), output["completion_ids"].size(1), int(bool(unsupported))]
-        info = torch.cat([_loss_mask(output).sum(1), torch.tensor(shape, device=self.accelerator.device)])
-        info = (self.accelerator.gather(info) if self.accelerator.num_processes > 1 else info).view(-1, len(info))
-        if info[:, -1].any():
+        widths = torch.tensor([output["prompt_ids"].size(1), output["completion_ids"].size(1)], dtype=torch.int32)
+        flags = torch.tensor([bool(unsupported)], dtype=torch.uint8)
+        reaches = (_loss_mask(output).sum(1) > 0).to(torch.uint8).cpu()
+        info = torch.cat([widths.view(torch.uint8), flags, reaches]).to(self.accelerator.device)
+        processes = self.accelerator.num_processes
+        info = (gather(info) if processes > 1 else info).view(processes, -1).cpu()
+        end = 8 + len(flags)  # the widths' 8 bytes, the flags, then one byte per row
+        widths = info[:, :8].clone(memory_format=torch.contiguous_format).view(torch.int32)  # rows of 8 bytes
+        flags, reaches = info[:, 8:end], info[:, end:]
+        if flags[:, 0].any():
             raise NotImplementedError(
                 f"Dynamic sampling does not support multimodal batches yet (found {unsupported or 'images'} on some "
                 "process); set DAPOConfig.dynamic_sampling=False."
             )
-        return info[:, :-3].reshape(-1).cpu(), info[:, -3:-1].cpu()
+        return reaches.reshape(-1).bool(), widths
 
     def _place_rows(self, state: _Batch, output: dict, chosen: list[int], widths: torch.Tensor) -> None:
         """Keep this rank's chosen rows that stay here and exchange only those that must move (`chosen`: rows of the
