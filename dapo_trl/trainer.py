@@ -36,6 +36,8 @@ from .sampling import (
     choose_groups,
     exchange_rows,
     pad_cat,
+    wire_code,
+    wire_dtype,
 )
 
 
@@ -709,7 +711,7 @@ class DAPOTrainer(GRPOTrainer):
         local_rows = self._local_rows(groups) if local_rows is None else local_rows
         with self._generation_round() as captured:
             output = super()._generate_and_score_completions(local_rows)
-        reaches_loss, widths = self._round_info(output)
+        reaches_loss, widths, wire = self._round_info(output)
         rewards_per_func = self._last_rewards_per_func.cpu()
         values, rewards = self._filter_values(rewards_per_func)
         weights = self.reward_weights.cpu().float()
@@ -735,19 +737,22 @@ class DAPOTrainer(GRPOTrainer):
         picked = choose_groups(owners, state.loads, state.capacity, state.target - state.chosen_groups)
         chosen = [kept[j] * group + i for j in picked for i in range(group)]
         first = state.chosen_rows
-        self._place_rows(state, output, chosen, widths)
+        self._place_rows(state, output, chosen, widths, wire)
         state.chosen_rewards.append(rewards_per_func[chosen])
         state.table.extend(_table_rows(captured["logs"], chosen, first, self.accelerator.process_index, per_rank))
         state.filler_source = {key: value[:1].clone() for key, value in _row_tensors(output).items()}
         return keep, local_rows
 
-    def _round_info(self, output: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _round_info(self, output: dict) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, torch.dtype]]]:
         """The decision's only collective beyond TRL's reward gather, one byte per row: whether the row reaches the
-        loss. Per rank it adds its `(prompt, completion)` widths and whether it met something unsupported (so every
-        rank raises, none waits)."""
+        loss. Per rank it adds its `(prompt, completion)` widths, whether it met something unsupported (so every rank
+        raises, none waits) and the dtype each of its row tensors travels in if sent (`wire_code`): what a receiver
+        needs to size the rows it is sent."""
         unsupported = [key for key in _MODEL_INPUT_KEYS if key in output]
+        rows = _row_tensors(output)
+        keys = sorted(rows)
         widths = torch.tensor([output["prompt_ids"].size(1), output["completion_ids"].size(1)], dtype=torch.int32)
-        flags = torch.tensor([bool(unsupported)], dtype=torch.uint8)
+        flags = torch.tensor([bool(unsupported), *(wire_code(rows[key]) for key in keys)], dtype=torch.uint8)
         reaches = (_loss_mask(output).sum(1) > 0).to(torch.uint8).cpu()
         info = torch.cat([widths.view(torch.uint8), flags, reaches]).to(self.accelerator.device)
         processes = self.accelerator.num_processes
@@ -760,11 +765,13 @@ class DAPOTrainer(GRPOTrainer):
                 f"Dynamic sampling does not support multimodal batches yet (found {unsupported or 'images'} on some "
                 "process); set DAPOConfig.dynamic_sampling=False."
             )
-        return reaches.reshape(-1).bool(), widths
+        wire = [{key: wire_dtype(int(code), rows[key].dtype) for key, code in zip(keys, codes[1:])} for codes in flags]
+        return reaches.reshape(-1).bool(), widths, wire
 
-    def _place_rows(self, state: _Batch, output: dict, chosen: list[int], widths: torch.Tensor) -> None:
+    def _place_rows(self, state: _Batch, output: dict, chosen: list[int], widths: torch.Tensor, wire: list) -> None:
         """Keep this rank's chosen rows that stay here and exchange only those that must move (`chosen`: rows of the
-        round, global, in chosen order). Every rank computes the same placement; nothing else is sent."""
+        round, global, in chosen order), in the dtypes their sender announced (`wire`, exact). Every rank computes
+        the same placement; nothing else is sent."""
         rank, per_rank = self.accelerator.process_index, output["prompt_ids"].size(0)
         owners = [row // per_rank for row in chosen]
         dest = assign_destinations(owners, state.loads, state.capacity)
@@ -776,12 +783,12 @@ class DAPOTrainer(GRPOTrainer):
                 outgoing.setdefault(to, []).append(row - rank * per_rank)
             elif to == rank and owner != rank:
                 arrivals.setdefault(owner, []).append(base + i)
-        outgoing = {to: {key: value[index] for key, value in rows.items()} for to, index in outgoing.items()}
+        mine = wire[rank]
+        outgoing = {to: {k: v[index].to(mine[k]) for k, v in rows.items()} for to, index in outgoing.items()}
         for src, index in arrivals.items():
-            incoming[src] = {
-                key: (_row_shape(key, value, len(index), widths[src]), value.dtype) for key, value in rows.items()
-            }
+            incoming[src] = {k: (_row_shape(k, v, len(index), widths[src]), wire[src][k]) for k, v in rows.items()}
         received = exchange_rows(outgoing, incoming, self.accelerator.device) if outgoing or incoming else {}
+        received = {src: {k: v.to(rows[k].dtype) for k, v in part.items()} for src, part in received.items()}
         stay = [i for i, (owner, to) in enumerate(zip(owners, dest)) if owner == rank == to]
         if stay:
             local = torch.tensor([chosen[i] - rank * per_rank for i in stay], device=output["prompt_ids"].device)
