@@ -581,7 +581,10 @@ class DAPOTrainer(GRPOTrainer):
         """Keys of the prompts already in this generation batch (the dataloader's: one small gather, on first use)."""
         if state.seen is None:
             keys = [ZeroVarianceHistory.key(row["prompt"]) for row in state.dataloader_rows]
-            state.seen = set(gather_object(keys) if self.accelerator.num_processes > 1 else keys)
+            if self.accelerator.num_processes > 1:  # every rank has as many: the digests' bytes, no pickles
+                digests = torch.tensor([list(bytes.fromhex(key)) for key in keys], dtype=torch.uint8)
+                keys = [bytes(row).hex() for row in gather(digests.to(self.accelerator.device)).tolist()]
+            state.seen = set(keys)
         return state.seen
 
     def _group_rows(self, local_rows: list[dict], groups: list[int]) -> list[dict]:
