@@ -182,40 +182,45 @@ def paper_estimate() -> str:
     """Bytes per rank per generation batch at DAPO's scale, from the formulas of each design."""
     gpus, prompts, group, tokens, oversample, rounds = 64, 512, 16, 20_480, 3, 2
     per_token = 8 + 8 + 8 + 4  # prompt/completion ids and masks (int64), sampling log-probs (fp32)
+    per_row_scalars = 4 + 8 + 8 + 8 + 1  # all-gathered per row and round: reward, lengths, truncation, ours (1 byte)
     chars_per_token = 4  # the completions-table text
     rows = prompts * group // gpus
     local = rows * tokens * per_token
     previous = local * gpus * rounds * oversample  # every round's rows of every rank, gathered to every rank
-    text = gpus * rows * tokens * chars_per_token * rounds * oversample / 2  # rounds of ~1.5x a batch on average
+    scalars = gpus * rows * per_row_scalars * rounds * oversample / 2  # rounds of ~1.5x a batch on average
+    text = gpus * rows * tokens * chars_per_token  # the trained rows' text, once per generation batch
     return (
         f"At {gpus} GPUs, {prompts} prompts x {group} samples, {tokens:,} tokens per row ({per_token} bytes per token: "
         f"ids and masks in int64, sampling log-probs in fp32): a rank trains on {local / 2**20:.0f} MiB per generation "
         f"batch. The previous design gathered every round to every rank: with {rounds} rounds of a {oversample}x "
         f"batch that is {previous / 2**30:,.0f} GiB received and held per rank. The current design moves at most the "
-        f"rows that must move (at most its own batch, {local / 2**20:.0f} MiB, in the worst case) and holds at most "
-        f"(1 + max_oversample) x {local / 2**20:.0f} MiB, whatever the number of GPUs. Not ours to remove: TRL's "
-        f"`_generate_and_score_completions` gathers the prompt and completion text of every row to every rank for "
-        f"its completions table (plain GRPOTrainer does it once per generation; inside dynamic sampling it runs once "
-        f"per round): at ~{chars_per_token} characters per token that is ~{text / 2**30:.1f} GiB per rank per "
-        f"generation batch here, the largest remaining exchange, and it grows with the number of GPUs."
+        f"rows that must move (at most its own batch, {local / 2**20:.0f} MiB, in the worst case; the exact dtypes "
+        f"make ids int32 and masks one byte on the wire) and holds at most (1 + max_oversample) x "
+        f"{local / 2**20:.0f} MiB, whatever the number of GPUs. What grows with the GPUs is per-row scalars "
+        f"(~{per_row_scalars} bytes per row and round, TRL's reward and length gathers and our one byte): "
+        f"~{scalars / 2**20:.1f} MiB per rank per generation batch here, about {scalars / local:.0%} of what it "
+        f"trains on. With `log_completions=True`, the trained rows' text is gathered once per generation batch "
+        f"(~{text / 2**30:.1f} GiB per rank at ~{chars_per_token} characters per token, as TRL's GRPOTrainer does "
+        f"every generation); inside rounds it stays where it was generated."
     )
 
 
 def reading(results: list[dict]) -> str:
     """What the table says, from its own numbers."""
     ratio = {(r["name"], r["processes"]): r["ratio"] for r in results}
-    dapo, grpo = (ratio.get(("DAPOTrainer", p)) for p in (2, 4)), (ratio.get(("GRPOTrainer (TRL)", p)) for p in (2, 4))
-    (d2, d4), (g2, g4) = dapo, grpo
+    (d2, d4), (g2, g4) = [[ratio.get((name, p)) for p in (2, 4)] for name in ("DAPOTrainer", "GRPOTrainer (TRL)")]
     if d4 is None:
         return "Quick run: 1 and 2 processes only."
     text = (
         f"DAPOTrainer receives {reporting.ratio(d4)} the bytes it trains on at 4 processes ({reporting.ratio(d2)} at "
         f"2: {reporting.pct(d4 / d2 - 1, signed=True)}); TRL's GRPOTrainer {reporting.ratio(g4)} "
         f"({reporting.ratio(g2)} at 2: {reporting.pct(g4 / g2 - 1, signed=True)}). "
-        "What grows with the process count is all-gathers: TRL's own per-round gathers (rewards, the completions-table "
-        "text, metrics) and the decision's per-row scalars, which every rank receives from every other rank, once per "
-        "round; the rows that move do not grow with it. Of those, the decision's scalars are a few bytes per row; TRL's "
-        "completions-table text is the large one (see the estimate below)."
+        "Both grow for the same reason: an all-gather of a fixed number of rows per rank brings each rank the rows of "
+        "every other rank, so per-row scalars (TRL's reward and length gathers, once per round inside dynamic sampling, "
+        "and the decision's one byte per row) triple from 2 to 4 processes; and the rows that must move (the minimal "
+        "placement) grow as the kept rows spread less evenly over more ranks. On this tiny setting those scalars are a "
+        "large share of the traffic because the rows are short; at DAPO's lengths they are a small fraction of the "
+        "trained bytes (estimate below). The completions-table text no longer moves inside rounds."
     )
     previous = ratio.get(("DAPOTrainer, previous design", 4))
     if previous is not None:

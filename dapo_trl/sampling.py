@@ -377,6 +377,40 @@ def choose_groups(owners: list[list[int]], loads: list[int], capacity: int, want
     return sorted(home + away[: wanted - len(home)])
 
 
+# Narrower dtypes a row tensor may travel in between processes (code i + 1; code 0: its own dtype), on NCCL and gloo.
+WIRE_DTYPES = (torch.uint8, torch.int32)
+
+
+def wire_code(tensor: torch.Tensor) -> int:
+    """
+    The code of the narrowest of `WIRE_DTYPES` that holds every value of `tensor` exactly (token ids: int32, 0/1
+    masks: uint8), or 0 for its own dtype (floats, bool, empty, values out of range). The sender announces it, so the
+    receiver allocates the narrow buffer and casts back: what arrives is bit-identical to what was sent.
+
+    Example:
+    ```python
+    >>> wire_code(torch.tensor([[1, 0]])), wire_code(torch.tensor([151_643])), wire_code(torch.tensor([0.5]))
+    (1, 2, 0)
+    >>> wire_dtype(1, torch.int64), wire_dtype(0, torch.int64)
+    (torch.uint8, torch.int64)
+
+    ```
+    """
+    dtype = tensor.dtype
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool or not tensor.numel():
+        return 0
+    low, high = int(tensor.min()), int(tensor.max())
+    for code, wire in enumerate(WIRE_DTYPES, 1):
+        if wire.itemsize < dtype.itemsize and torch.iinfo(wire).min <= low and high <= torch.iinfo(wire).max:
+            return code
+    return 0
+
+
+def wire_dtype(code: int, dtype: torch.dtype) -> torch.dtype:
+    """The dtype `wire_code` announced as `code` for a tensor of `dtype`."""
+    return WIRE_DTYPES[code - 1] if code else dtype
+
+
 def exchange_rows(
     outgoing: dict[int, dict[str, torch.Tensor]], incoming: dict[int, dict[str, tuple]], device
 ) -> dict[int, dict[str, torch.Tensor]]:

@@ -36,6 +36,8 @@ from .sampling import (
     choose_groups,
     exchange_rows,
     pad_cat,
+    wire_code,
+    wire_dtype,
 )
 
 
@@ -178,6 +180,7 @@ class DAPOTrainer(GRPOTrainer):
         )
         self._defer_logps = False
         self._round_text: tuple[list, list] | None = None  # inside a round: (prompts, completions) of the rewards
+        self._round_names: bool | None = None  # inside a round: whether any process has log_extra/log_metric names
         self._held_peak = {"bytes": 0, "rows": 0}  # what this rank held at most during the last generation batch
         self._last_rewards_per_func: torch.Tensor | None = None
         self._window_counts: list[torch.Tensor] = []
@@ -460,16 +463,20 @@ class DAPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         self._reward_errors = []
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        # Every process reaches this point (failed rewards were replaced by None), so all can stop together.
-        failed = torch.tensor([float(bool(self._reward_errors))], device=rewards_per_func.device)
+        # Every process reaches this point (failed rewards were replaced by None), so all can stop together. The same
+        # gather tells a round whether any process has log_extra columns or log_metric values for TRL to flush.
+        pending = [bool(self._reward_errors), bool(self._pending_extra_logs), bool(self._pending_metrics)]
+        flags = torch.tensor(pending, dtype=torch.uint8, device=rewards_per_func.device)
         if self.accelerator.num_processes > 1:
-            failed = gather(failed)
-        if failed.any():
+            flags = gather(flags)
+        flags = flags.view(-1, len(pending)).bool()
+        if flags[:, 0].any():
             errors = gather_object(self._reward_errors) if self.accelerator.num_processes > 1 else self._reward_errors
             raise RewardFunctionError("\n".join(errors))
         self._last_rewards_per_func = rewards_per_func  # gathered over processes: the filter's input
         if self._defer_logps:  # inside a round: these lists are what TRL then gathers for its completions table
             self._round_text = (prompts, completions)
+            self._round_names = bool(flags[:, 1:].any())
         return rewards_per_func
 
     def _guard_reward(self, func, name: str):
@@ -574,7 +581,10 @@ class DAPOTrainer(GRPOTrainer):
         """Keys of the prompts already in this generation batch (the dataloader's: one small gather, on first use)."""
         if state.seen is None:
             keys = [ZeroVarianceHistory.key(row["prompt"]) for row in state.dataloader_rows]
-            state.seen = set(gather_object(keys) if self.accelerator.num_processes > 1 else keys)
+            if self.accelerator.num_processes > 1:  # every rank has as many: the digests' bytes, no pickles
+                digests = torch.tensor([list(bytes.fromhex(key)) for key in keys], dtype=torch.uint8)
+                keys = [bytes(row).hex() for row in gather(digests.to(self.accelerator.device)).tolist()]
+            state.seen = set(keys)
         return state.seen
 
     def _group_rows(self, local_rows: list[dict], groups: list[int]) -> list[dict]:
@@ -621,13 +631,13 @@ class DAPOTrainer(GRPOTrainer):
         logged can be what was trained."""
         metrics, logs = self._metrics["train"], self._logs
         self._metrics["train"], self._logs = defaultdict(list), _empty_logs()
-        self._defer_logps, self._round_text = True, None
+        self._defer_logps, self._round_text, self._round_names = True, None, None
         captured = {}
         try:
             with self._local_table_gathers():
                 yield captured
         finally:
-            self._defer_logps, self._round_text = False, None
+            self._defer_logps, self._round_text, self._round_names = False, None, None
             captured["metrics"], captured["logs"] = self._metrics["train"], self._logs
             self._metrics["train"], self._logs = metrics, logs
 
@@ -635,15 +645,21 @@ class DAPOTrainer(GRPOTrainer):
     def _local_table_gathers(self):
         """During a round, TRL's gathers of the completions table's text (prompts, completions, `log_extra` values)
         stay local: most rows are dropped or stay where they were generated, and the trained rows' text is gathered
-        once per generation batch (`_log_trained_table`). The gathers of column and metric *names* still run, so every
-        rank makes the same collective calls in the same order."""
+        once per generation batch (`_log_trained_table`). The gathers of column and metric *names* run when some
+        process has names (every rank then makes the same collective calls in the same order); when none has any,
+        which every rank knows from the reward gather (`_round_names`), each name list is empty everywhere and stays
+        local too."""
         if self.accelerator.num_processes == 1:
             yield
             return
         gather_all = grpo_trainer_module.gather_object
 
         def gather_object_outside_table(obj):
-            return list(obj) if self._is_round_text(obj) else gather_all(obj)
+            if self._is_round_text(obj):
+                return list(obj)
+            if self._round_names is False and isinstance(obj, list) and not obj:
+                return []
+            return gather_all(obj)
 
         grpo_trainer_module.gather_object = gather_object_outside_table
         try:
@@ -698,12 +714,12 @@ class DAPOTrainer(GRPOTrainer):
         local_rows = self._local_rows(groups) if local_rows is None else local_rows
         with self._generation_round() as captured:
             output = super()._generate_and_score_completions(local_rows)
-        tokens, widths = self._round_info(output)
+        reaches_loss, widths, wire = self._round_info(output)
         rewards_per_func = self._last_rewards_per_func.cpu()
         values, rewards = self._filter_values(rewards_per_func)
         weights = self.reward_weights.cpu().float()
         aggregation = self.args.multi_objective_aggregation
-        carries = core.group_carries_gradient(rewards_per_func, weights, tokens > 0, group, aggregation)
+        carries = core.group_carries_gradient(rewards_per_func, weights, reaches_loss, group, aggregation)
         keep = state.pool.add(values, carries)
         self._planner.observe(len(keep), int(keep.sum()))
         if self._skip_history is not None:
@@ -724,29 +740,41 @@ class DAPOTrainer(GRPOTrainer):
         picked = choose_groups(owners, state.loads, state.capacity, state.target - state.chosen_groups)
         chosen = [kept[j] * group + i for j in picked for i in range(group)]
         first = state.chosen_rows
-        self._place_rows(state, output, chosen, widths)
+        self._place_rows(state, output, chosen, widths, wire)
         state.chosen_rewards.append(rewards_per_func[chosen])
         state.table.extend(_table_rows(captured["logs"], chosen, first, self.accelerator.process_index, per_rank))
         state.filler_source = {key: value[:1].clone() for key, value in _row_tensors(output).items()}
         return keep, local_rows
 
-    def _round_info(self, output: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decision's only collective beyond TRL's reward gather: loss tokens per row, each rank's (prompt,
-        completion) widths, and whether a rank met something unsupported (so every rank raises, none waits)."""
+    def _round_info(self, output: dict) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, torch.dtype]]]:
+        """The decision's only collective beyond TRL's reward gather, one byte per row: whether the row reaches the
+        loss. Per rank it adds its `(prompt, completion)` widths, whether it met something unsupported (so every rank
+        raises, none waits) and the dtype each of its row tensors travels in if sent (`wire_code`): what a receiver
+        needs to size the rows it is sent."""
         unsupported = [key for key in _MODEL_INPUT_KEYS if key in output]
-        shape = [output["prompt_ids"].size(1), output["completion_ids"].size(1), int(bool(unsupported))]
-        info = torch.cat([_loss_mask(output).sum(1), torch.tensor(shape, device=self.accelerator.device)])
-        info = (self.accelerator.gather(info) if self.accelerator.num_processes > 1 else info).view(-1, len(info))
-        if info[:, -1].any():
+        rows = _row_tensors(output)
+        keys = sorted(rows)
+        widths = torch.tensor([output["prompt_ids"].size(1), output["completion_ids"].size(1)], dtype=torch.int32)
+        flags = torch.tensor([bool(unsupported), *(wire_code(rows[key]) for key in keys)], dtype=torch.uint8)
+        reaches = (_loss_mask(output).sum(1) > 0).to(torch.uint8).cpu()
+        info = torch.cat([widths.view(torch.uint8), flags, reaches]).to(self.accelerator.device)
+        processes = self.accelerator.num_processes
+        info = (gather(info) if processes > 1 else info).view(processes, -1).cpu()
+        end = 8 + len(flags)  # the widths' 8 bytes, the flags, then one byte per row
+        widths = info[:, :8].clone(memory_format=torch.contiguous_format).view(torch.int32)  # rows of 8 bytes
+        flags, reaches = info[:, 8:end], info[:, end:]
+        if flags[:, 0].any():
             raise NotImplementedError(
                 f"Dynamic sampling does not support multimodal batches yet (found {unsupported or 'images'} on some "
                 "process); set DAPOConfig.dynamic_sampling=False."
             )
-        return info[:, :-3].reshape(-1).cpu(), info[:, -3:-1].cpu()
+        wire = [{key: wire_dtype(int(code), rows[key].dtype) for key, code in zip(keys, codes[1:])} for codes in flags]
+        return reaches.reshape(-1).bool(), widths, wire
 
-    def _place_rows(self, state: _Batch, output: dict, chosen: list[int], widths: torch.Tensor) -> None:
+    def _place_rows(self, state: _Batch, output: dict, chosen: list[int], widths: torch.Tensor, wire: list) -> None:
         """Keep this rank's chosen rows that stay here and exchange only those that must move (`chosen`: rows of the
-        round, global, in chosen order). Every rank computes the same placement; nothing else is sent."""
+        round, global, in chosen order), in the dtypes their sender announced (`wire`, exact). Every rank computes
+        the same placement; nothing else is sent."""
         rank, per_rank = self.accelerator.process_index, output["prompt_ids"].size(0)
         owners = [row // per_rank for row in chosen]
         dest = assign_destinations(owners, state.loads, state.capacity)
@@ -758,12 +786,12 @@ class DAPOTrainer(GRPOTrainer):
                 outgoing.setdefault(to, []).append(row - rank * per_rank)
             elif to == rank and owner != rank:
                 arrivals.setdefault(owner, []).append(base + i)
-        outgoing = {to: {key: value[index] for key, value in rows.items()} for to, index in outgoing.items()}
+        mine = wire[rank]
+        outgoing = {to: {k: v[index].to(mine[k]) for k, v in rows.items()} for to, index in outgoing.items()}
         for src, index in arrivals.items():
-            incoming[src] = {
-                key: (_row_shape(key, value, len(index), widths[src]), value.dtype) for key, value in rows.items()
-            }
+            incoming[src] = {k: (_row_shape(k, v, len(index), widths[src]), wire[src][k]) for k, v in rows.items()}
         received = exchange_rows(outgoing, incoming, self.accelerator.device) if outgoing or incoming else {}
+        received = {src: {k: v.to(rows[k].dtype) for k, v in part.items()} for src, part in received.items()}
         stay = [i for i, (owner, to) in enumerate(zip(owners, dest)) if owner == rank == to]
         if stay:
             local = torch.tensor([chosen[i] - rank * per_rank for i in stay], device=output["prompt_ids"].device)

@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from dapo_trl.sampling import GroupPool, PromptStream, RoundPlanner, assign_destinations, choose_groups, pad_cat
+from dapo_trl.sampling import (
+    GroupPool,
+    PromptStream,
+    RoundPlanner,
+    assign_destinations,
+    choose_groups,
+    pad_cat,
+    wire_code,
+    wire_dtype,
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -345,6 +354,33 @@ def test_pool_dropped_group_counted_at_most_once():
     pool.add(torch.tensor([1.0, 1.0, 1.0 + 1e-9, 1.0 + 1e-9], dtype=torch.float64))
     assert len(pool.dropped) == 2
     assert pool.at_max + pool.at_min <= len(pool.dropped)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# wire_code: the dtype a moved row travels in
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tensor", "wire"),
+    [
+        (torch.tensor([[0, 1, 1]]), torch.uint8),  # int64 mask
+        (torch.tensor([[255, 0]]), torch.uint8),
+        (torch.tensor([[256, 0]]), torch.int32),  # token ids
+        (torch.tensor([[-1, 151_643]]), torch.int32),  # negative ids: int32, never uint8
+        (torch.tensor([[0, 1]], dtype=torch.int32), torch.uint8),
+        (torch.tensor([[2**31]]), torch.int64),  # out of int32 range: its own dtype
+        (torch.tensor([[70_000]], dtype=torch.int32), torch.int32),  # int32 is not narrower than int32
+        (torch.tensor([[1]], dtype=torch.uint8), torch.uint8),
+        (torch.tensor([[True]]), torch.bool),
+        (torch.tensor([[0.0, 1.0]]), torch.float32),  # floats travel as they are (log-probs)
+        (torch.zeros(0, 3, dtype=torch.int64), torch.int64),
+    ],
+)
+def test_wire_code_narrowest_exact_dtype(tensor, wire):
+    dtype = wire_dtype(wire_code(tensor), tensor.dtype)
+    assert dtype == wire
+    assert torch.equal(tensor.to(dtype).to(tensor.dtype), tensor)  # the receiver's cast back is exact
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -13,9 +13,13 @@ from dapo_trl.sampling import GroupPool
 from tests.helpers import make_config, run_and_shut_down
 
 
+calls = []
+
+
 def reward(completions, kind, log_extra, **kwargs):
     # kind 0: always 1, kind 1: always 0, others: depends on the sampled text (same value on every rank).
-    if os.environ["RANK"] == "0":  # a table column that only one rank logs
+    calls.append(len(completions))  # one call per round on every rank
+    if os.environ["RANK"] == "0" and len(calls) % 2:  # a column one rank logs, every other round (else: none)
         log_extra("length", [len(c) for c in completions])
     return [1.0 if k == 0 else 0.0 if k == 1 else float(len(c) % 2) for c, k in zip(completions, kind)]
 
