@@ -84,6 +84,7 @@ CONFIGS = [
     ("dapo", "+ dynamic sampling (DAPO)", "dapo", {}),
     ("dapo_fixed", "DAPO, fixed rounds (verl)", "dapo", {"dynamic_sampling_round_size": "fixed"}),
 ]
+NAMES = [name for name, *_ in CONFIGS]
 SOFT_OVERLONG_FROM = "soft_overlong"  # this row and every row after it use the soft overlong buffer
 # Gains in held-out mean@8 over each seed's warm start, for "steps / tokens to target".
 TARGETS = [0.1, 0.15, 0.2]
@@ -94,11 +95,11 @@ IGNORED_FIELDS = {"output_dir", "logging_dir", "run_name"}
 
 def config_kwargs(name: str, seed: int, steps: int, output_dir: str) -> tuple[str, dict]:
     """The trainer kind and the config fields of one row."""
-    index = [c[0] for c in CONFIGS].index(name)
+    index = NAMES.index(name)
     _, _, trainer, changes = CONFIGS[index]
     kwargs = {**COMMON, **changes, "seed": seed, "max_steps": steps, "output_dir": output_dir}
     kwargs["max_completion_length"] = TASK["max_completion_length"]
-    if trainer == "dapo" and index >= [c[0] for c in CONFIGS].index(SOFT_OVERLONG_FROM):
+    if trainer == "dapo" and index >= NAMES.index(SOFT_OVERLONG_FROM):
         kwargs["overlong_buffer_length"] = OVERLONG_BUFFER
     return trainer, kwargs
 
